@@ -1,0 +1,253 @@
+"""Engines: the typed `Engine[Req, Resp]`, its type-erased form `AnyEngine`, and the local implementation.
+
+The origin runtime erases `AsyncEngine<Req, Resp, E>` into `AnyAsyncEngine` keyed by `TypeId`s and gets the
+typed engine back with a checked `downcast`. Here the type ids are protobuf full names (unique within a
+descriptor pool), so the check also works for an engine on another machine::
+
+    any_engine = registry.get("echo")
+    any_engine.request_type                              # "examples.v1.EchoRequest"
+    echo = any_engine.downcast(EchoRequest, EchoResponse)  # Engine[EchoRequest, EchoResponse], or None
+    stream = await echo.generate(EchoRequest(text="a b"))
+
+What a user writes is an *engine function*: an async generator ``(request, ctx)``, a coroutine ``(request, ctx)``
+returning one response (a unary engine), or an object whose ``generate(request, ctx)`` is either.
+"""
+
+from __future__ import annotations
+
+import abc
+import inspect
+from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import Any, Generic, Protocol, TypeVar, cast
+
+from google.protobuf.message import Message
+
+from .context import Context
+from .errors import EngineFailed, InvalidRequest
+from .stream import DEFAULT_MAX_BATCH_BYTES, DEFAULT_MAX_BATCH_ITEMS, LocalStream, ResponseStream
+
+__all__ = ["AnyEngine", "Engine", "EngineFunction", "LocalEngine", "StreamingEngine", "UnaryEngine"]
+
+Req = TypeVar("Req", bound=Message)
+Resp = TypeVar("Resp", bound=Message)
+Req_contra = TypeVar("Req_contra", bound=Message, contravariant=True)
+Resp_co = TypeVar("Resp_co", bound=Message, covariant=True)
+
+
+class StreamingEngine(Protocol[Req_contra, Resp_co]):
+    """An object engine: ``generate(request, ctx)`` is an async generator of responses."""
+
+    def generate(self, request: Req_contra, ctx: Context, /) -> AsyncIterator[Resp_co]: ...
+
+
+class UnaryEngine(Protocol[Req_contra, Resp_co]):
+    """An object engine whose ``generate(request, ctx)`` is a coroutine returning one response."""
+
+    async def generate(self, request: Req_contra, ctx: Context, /) -> Resp_co: ...
+
+
+EngineFunction = (
+    Callable[[Any, Context], AsyncIterator[Any]]
+    | Callable[[Any, Context], Awaitable[Any]]
+    | StreamingEngine[Any, Any]
+    | UnaryEngine[Any, Any]
+)
+"""Anything :meth:`EngineRegistry.register` accepts as the engine itself (besides an `AnyEngine`)."""
+
+
+def full_name(cls: type[Message] | None) -> str | None:
+    return None if cls is None else cls.DESCRIPTOR.full_name
+
+
+class AnyEngine(abc.ABC):
+    """A type-erased engine: its name, its type ids (protobuf full names), and a checked :meth:`downcast`.
+
+    Local engines (from a registry) and remote ones (from ``client.EngineClient.get``) are both `AnyEngine`.
+    """
+
+    def __init__(
+        self,
+        name: str,
+        *,
+        request_type: str,
+        response_type: str,
+        error_type: str | None,
+        unary: bool,
+        description: str = "",
+    ) -> None:
+        self.name = name
+        self.request_type = request_type
+        self.response_type = response_type
+        self.error_type = error_type
+        self.unary = unary
+        self.description = description
+
+    def __repr__(self) -> str:
+        return f"<{type(self).__name__} {self.name!r} {self.request_type} -> {self.response_type}>"
+
+    def downcast(
+        self, request: type[Req], response: type[Resp], error: type[Message] | None = None
+    ) -> Engine[Req, Resp] | None:
+        """The typed engine if the type ids match, else ``None``.
+
+        With ``error`` the engine's declared error type must match too; without it any declared error type
+        (or none) is accepted.
+
+        Example::
+
+            echo = registry.get("echo").downcast(EchoRequest, EchoResponse)
+        """
+        if full_name(request) != self.request_type or full_name(response) != self.response_type:
+            return None
+        if error is not None and full_name(error) != self.error_type:
+            return None
+        return Engine(self, request, response)
+
+    async def generate(self, request: Message, context: Context | None = None) -> ResponseStream[Any]:
+        """Start a generation, untyped. Prefer :meth:`downcast` and the typed engine's ``generate``."""
+        return await self.open(request, context if context is not None else Context(), None)
+
+    @abc.abstractmethod
+    async def open(
+        self, request: Message, context: Context, response_class: type[Message] | None
+    ) -> ResponseStream[Any]:
+        """Start a generation on ``context``; items are of ``response_class`` where one is given."""
+
+
+class Engine(Generic[Req, Resp]):
+    """A typed engine, as :meth:`AnyEngine.downcast` returns it.
+
+    Example::
+
+        stream = await engine.generate(EchoRequest(text="a b"))   # ResponseStream[EchoResponse]
+        async for item in stream:
+            ...
+    """
+
+    def __init__(self, erased: AnyEngine, request: type[Req], response: type[Resp]) -> None:
+        self.erased = erased
+        self.request_class = request
+        self.response_class = response
+
+    @property
+    def name(self) -> str:
+        return self.erased.name
+
+    def __repr__(self) -> str:
+        return f"Engine[{self.erased.request_type}, {self.erased.response_type}]({self.name!r})"
+
+    async def generate(self, request: Req, context: Context | None = None) -> ResponseStream[Resp]:
+        """Start a generation; a fresh :class:`Context` is made when none is given."""
+        ctx = context if context is not None else Context()
+        return cast(ResponseStream[Resp], await self.erased.open(request, ctx, self.response_class))
+
+
+class LocalEngine(AnyEngine):
+    """An engine that runs in this process. :class:`EngineRegistry` makes these; the servicer serves them."""
+
+    def __init__(
+        self,
+        name: str,
+        fn: Callable[[Any, Context], AsyncIterator[Any]],
+        *,
+        request: type[Message],
+        response: type[Message],
+        error: type[Message] | None,
+        unary: bool,
+        description: str = "",
+        health_request: Message | None = None,
+    ) -> None:
+        super().__init__(
+            name,
+            request_type=request.DESCRIPTOR.full_name,
+            response_type=response.DESCRIPTOR.full_name,
+            error_type=full_name(error),
+            unary=unary,
+            description=description,
+        )
+        self.request_class = request
+        self.response_class = response
+        self.error_class = error
+        self.health_request = health_request
+        self._fn = fn
+        self._check = _response_check(name, response)
+
+    async def open(
+        self, request: Message, context: Context, response_class: type[Message] | None = None
+    ) -> ResponseStream[Any]:
+        return self.stream(request, context)
+
+    def stream(
+        self,
+        request: Message,
+        context: Context,
+        *,
+        encode: Callable[[Any], bytes] | None = None,
+        max_items: int = DEFAULT_MAX_BATCH_ITEMS,
+        max_bytes: int = DEFAULT_MAX_BATCH_BYTES,
+    ) -> LocalStream[Any]:
+        """Start the engine in a task of its own and return its stream (the servicer's entry point).
+
+        ``encode`` turns each item into bytes inside the engine's task, and the batch budget then counts
+        those bytes too; ``max_items``/``max_bytes`` bound what may wait in the buffer for the consumer.
+        """
+        received = request.DESCRIPTOR.full_name
+        if received != self.request_type:
+            raise InvalidRequest(
+                f"engine {self.name!r} expects a request of type {self.request_type}, received {received}"
+            )
+        return LocalStream(
+            self._fn(request, context),
+            context,
+            engine=self.name,
+            check=self._check,
+            encode=encode,
+            max_items=max_items,
+            max_bytes=max_bytes,
+        )
+
+
+def _response_check(engine: str, response: type[Message]) -> Callable[[Any], None]:
+    expected = response.DESCRIPTOR.full_name
+
+    def check(item: Any) -> None:
+        if type(item) is response:
+            return
+        descriptor = getattr(item, "DESCRIPTOR", None)
+        if isinstance(item, Message) and descriptor is not None and descriptor.full_name == expected:
+            return
+        got = descriptor.full_name if descriptor is not None else type(item).__qualname__
+        raise EngineFailed(f"engine {engine!r} yielded a {got} where its response type is {expected}")
+
+    return check
+
+
+def as_generator(engine: Any, name: str) -> tuple[Callable[[Any, Context], AsyncIterator[Any]], bool]:
+    """Adapt what the user registered into an async-generator function; also tell whether it is unary."""
+    if isinstance(engine, AnyEngine | Engine):
+        erased = engine.erased if isinstance(engine, Engine) else engine
+        response_class = engine.response_class if isinstance(engine, Engine) else None
+
+        async def delegate(request: Any, ctx: Context) -> AsyncIterator[Any]:
+            # A child context: stop and kill reach the inner generation, and its id stays distinct (the inner
+            # engine may be this very server, reached over the network).
+            stream = await erased.open(request, ctx.child(), response_class)
+            async for item in stream:
+                yield item
+
+        return delegate, erased.unary
+
+    fn = getattr(engine, "generate", engine)
+    if inspect.isasyncgenfunction(fn):
+        return cast(Callable[[Any, Context], AsyncIterator[Any]], fn), False
+    if inspect.iscoroutinefunction(fn):
+        unary_fn = cast(Callable[[Any, Context], Awaitable[Any]], fn)
+
+        async def unary(request: Any, ctx: Context) -> AsyncIterator[Any]:
+            yield await unary_fn(request, ctx)
+
+        return unary, True
+    raise TypeError(
+        f"engine {name!r} must be an async generator function (request, ctx), a coroutine function returning "
+        f"one response, an object with such a `generate`, or an AnyEngine; got {engine!r}"
+    )

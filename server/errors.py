@@ -1,0 +1,137 @@
+"""Errors of the engine runtime, each carrying the status code it travels as.
+
+One base, :class:`EngineError`; the runtime raises the subclasses, engines raise the base with any code::
+
+    EngineError(code, message, detail=None)      any code; `detail` is a message of the engine's error type
+    ├── EngineNotFound         NOT_FOUND          also a KeyError: no engine under that name
+    ├── InvalidRequest         INVALID_ARGUMENT   a request that does not parse or has the wrong type
+    ├── ResourceExhausted      RESOURCE_EXHAUSTED a concurrency limit was reached
+    ├── EngineFailed           INTERNAL           the engine raised something else or yielded a wrong type
+    ├── Aborted                ABORTED            the generation was killed from the far side
+    └── Unavailable            UNAVAILABLE        the server is draining, or the transport failed
+
+The codes are :class:`Code`, the canonical gRPC/google.rpc codes as a plain enum, so the runtime does not
+import grpc; the servicer maps them onto ``grpc.StatusCode``.
+"""
+
+from __future__ import annotations
+
+import enum
+from typing import Any
+
+from google.protobuf.message import Message
+
+__all__ = [
+    "Aborted",
+    "Code",
+    "EngineError",
+    "EngineFailed",
+    "EngineNotFound",
+    "InvalidRequest",
+    "ResourceExhausted",
+    "Unavailable",
+]
+
+
+class Code(enum.IntEnum):
+    """The canonical status codes (values as in ``google.rpc.Code``)."""
+
+    OK = 0
+    CANCELLED = 1
+    UNKNOWN = 2
+    INVALID_ARGUMENT = 3
+    DEADLINE_EXCEEDED = 4
+    NOT_FOUND = 5
+    ALREADY_EXISTS = 6
+    PERMISSION_DENIED = 7
+    RESOURCE_EXHAUSTED = 8
+    FAILED_PRECONDITION = 9
+    ABORTED = 10
+    OUT_OF_RANGE = 11
+    UNIMPLEMENTED = 12
+    INTERNAL = 13
+    UNAVAILABLE = 14
+    DATA_LOSS = 15
+    UNAUTHENTICATED = 16
+
+    @classmethod
+    def of(cls, code: Any) -> Code:
+        """Accept a :class:`Code`, an int, a name, or a ``grpc.StatusCode`` (whose value is ``(int, str)``)."""
+        if isinstance(code, cls):
+            return code
+        if isinstance(code, str):
+            return cls[code.upper()]
+        value = getattr(code, "value", code)
+        if isinstance(value, tuple):
+            value = value[0]
+        return cls(int(value))
+
+
+class EngineError(Exception):
+    """An error with a status code, raised by engines and by the runtime.
+
+    ``detail`` is an optional protobuf message of the engine's declared error type; over gRPC it travels as a
+    ``google.rpc.Status`` detail and the Python client decodes it back.
+
+    Example::
+
+        raise EngineError(Code.FAILED_PRECONDITION, "model not loaded", detail=MyError(reason="cold"))
+    """
+
+    default_code = Code.UNKNOWN
+
+    def __init__(self, code: Any, message: str, detail: Message | None = None) -> None:
+        super().__init__(message)
+        self.code = Code.of(code)
+        self.message = message
+        self.detail = detail
+
+    def __str__(self) -> str:
+        return f"{self.code.name}: {self.message}"
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}({self.code.name}, {self.message!r})"
+
+
+class _Coded(EngineError):
+    def __init__(self, message: str, detail: Message | None = None) -> None:
+        super().__init__(self.default_code, message, detail)
+
+
+class EngineNotFound(_Coded, KeyError):
+    """No engine is registered under the name asked for; the message lists the names served."""
+
+    default_code = Code.NOT_FOUND
+
+    def __str__(self) -> str:  # KeyError would quote the message
+        return EngineError.__str__(self)
+
+
+class InvalidRequest(_Coded):
+    """The request does not parse, or is of another type than the engine's request type."""
+
+    default_code = Code.INVALID_ARGUMENT
+
+
+class ResourceExhausted(_Coded):
+    """A concurrency limit was reached; the message names the limit."""
+
+    default_code = Code.RESOURCE_EXHAUSTED
+
+
+class EngineFailed(_Coded):
+    """The engine raised something other than :class:`EngineError`, or yielded a value of the wrong type."""
+
+    default_code = Code.INTERNAL
+
+
+class Aborted(_Coded):
+    """The generation was killed from the far side (by the server, or by the engine itself)."""
+
+    default_code = Code.ABORTED
+
+
+class Unavailable(_Coded):
+    """The server is draining or could not be reached."""
+
+    default_code = Code.UNAVAILABLE

@@ -1,0 +1,299 @@
+"""`ResponseStream`: the stream of one generation, and the pump that runs a local engine behind it.
+
+A local engine runs in a task of its own (the *pump*) that appends what the engine yields to a bounded buffer.
+The consumer takes everything that is already there in one go (:meth:`ResponseStream.next_batch`), which is
+what lets the servicer coalesce ready outputs into one wire message without ever waiting to fill one, and a
+full buffer makes the engine wait, so a slow consumer slows the engine and memory stays bounded.
+
+The pump holds the buffer, never the stream: a consumer that drops its stream lets it be collected, and the
+collection kills the generation.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import enum
+import logging
+from collections.abc import AsyncGenerator, AsyncIterator, Callable
+from typing import Any, Generic, TypeVar
+
+from .context import Context
+from .errors import Aborted, EngineError, EngineFailed
+
+__all__ = ["DEFAULT_MAX_BATCH_BYTES", "DEFAULT_MAX_BATCH_ITEMS", "FinishReason", "ResponseStream"]
+
+log = logging.getLogger("engine_runtime")
+
+Resp = TypeVar("Resp")
+
+DEFAULT_MAX_BATCH_ITEMS = 1024
+DEFAULT_MAX_BATCH_BYTES = 256 * 1024
+
+
+class FinishReason(enum.IntEnum):
+    """How a generation finished; values as in ``engine.v1.FinishReason``."""
+
+    UNSPECIFIED = 0
+    COMPLETED = 1
+    STOPPED = 2
+
+
+class ResponseStream(Generic[Resp]):
+    """The responses of one generation: async-iterable, with the generation's :attr:`context`.
+
+    Leaving an ``async for`` early (``break``, an exception, :meth:`aclose`, or dropping the stream) kills the
+    generation. A stream killed by its consumer (or an ancestor context) ends quietly; one killed from the far
+    side raises :class:`~server.errors.Aborted`.
+
+    Example::
+
+        stream = await engine.generate(EchoRequest(text="a b"))
+        async for item in stream:
+            print(item.text)
+    """
+
+    context: Context
+
+    def __init__(self, context: Context) -> None:
+        self.context = context
+
+    async def next_batch(self) -> list[Resp]:
+        """Wait for and return every item produced so far (at least one); ``[]`` once the stream has ended.
+
+        Raises the engine's :class:`~server.errors.EngineError` after the items produced before it.
+        """
+        raise NotImplementedError
+
+    @property
+    def finish_reason(self) -> FinishReason | None:
+        """``COMPLETED`` or ``STOPPED`` once the last item was handed out and the engine returned; else None."""
+        raise NotImplementedError
+
+    async def aclose(self) -> None:
+        """Kill the generation (if it is still running) and wait until it has wound down."""
+        raise NotImplementedError
+
+    def __aiter__(self) -> AsyncIterator[Resp]:
+        # A fresh async generator per loop: when the loop is left early, the generator is closed (explicitly,
+        # or by the event loop's finalizer when it is dropped), and its `finally` kills the generation.
+        return self._iterate()
+
+    async def _iterate(self) -> AsyncGenerator[Resp, None]:
+        complete = False
+        try:
+            while True:
+                batch = await self.next_batch()
+                if not batch:
+                    complete = True
+                    return
+                for item in batch:
+                    yield item
+        finally:
+            if not complete:
+                await self.aclose()
+
+
+class _Buffer:
+    """What the pump and the consumer share. Deliberately holds no reference to the stream."""
+
+    __slots__ = (
+        "ctx",
+        "error",
+        "finished",
+        "items",
+        "killed_by_engine",
+        "max_bytes",
+        "max_items",
+        "nbytes",
+        "space",
+        "stopped",
+        "task",
+        "waiter",
+    )
+
+    def __init__(self, ctx: Context, max_items: int, max_bytes: int) -> None:
+        self.ctx = ctx
+        self.items: list[Any] = []
+        self.nbytes = 0
+        self.max_items = max_items
+        self.max_bytes = max_bytes
+        self.waiter: asyncio.Future[None] | None = None
+        self.space: asyncio.Future[None] | None = None
+        self.finished = False
+        self.stopped = False
+        self.killed_by_engine = False
+        self.error: BaseException | None = None
+        self.task: asyncio.Task[None] | None = None
+
+    def wake(self) -> None:
+        waiter, self.waiter = self.waiter, None
+        if waiter is not None and not waiter.done():
+            waiter.set_result(None)
+
+
+class _PumpControl:
+    """Linked as a child of the generation's context, so that a kill cancels the engine's task."""
+
+    __slots__ = ("buf",)
+
+    def __init__(self, buf: _Buffer) -> None:
+        self.buf = buf
+
+    def stop_generating(self) -> None:
+        # The engine polls the context; a stop interrupts nothing.
+        pass
+
+    stop = stop_generating
+
+    def kill(self) -> None:
+        buf = self.buf
+        task = buf.task
+        if task is None or task.done():
+            buf.wake()
+            return
+        # The engine killing its own context (from inside its task) is a kill "from the far side" for the
+        # consumer: it gets Aborted rather than a quiet end.
+        buf.killed_by_engine = buf.killed_by_engine or asyncio.current_task() is task
+        task.cancel()
+
+    def is_stopped(self) -> bool:
+        return self.buf.ctx.is_stopped()
+
+    def is_killed(self) -> bool:
+        return self.buf.ctx.is_killed()
+
+
+async def _pump(
+    source: AsyncIterator[Any],
+    buf: _Buffer,
+    check: Callable[[Any], None] | None,
+    encode: Callable[[Any], bytes] | None,
+) -> None:
+    try:
+        async for item in source:
+            if check is not None:
+                check(item)
+            if encode is not None:
+                data = encode(item)
+                buf.nbytes += len(data)
+                buf.items.append(data)
+            else:
+                # Looked up each time: the consumer takes the whole list and leaves a fresh one.
+                buf.items.append(item)
+            if buf.waiter is not None:
+                buf.wake()
+            if len(buf.items) >= buf.max_items or buf.nbytes >= buf.max_bytes:
+                buf.space = asyncio.get_running_loop().create_future()
+                await buf.space
+    finally:
+        aclose = getattr(source, "aclose", None)
+        if aclose is not None:
+            # Runs the engine's `finally` at its `yield` (GeneratorExit) if it is suspended there.
+            await aclose()
+
+
+class LocalStream(ResponseStream[Resp]):
+    """A :class:`ResponseStream` fed by an engine running in this process."""
+
+    def __init__(
+        self,
+        source: AsyncIterator[Any],
+        context: Context,
+        *,
+        engine: str,
+        check: Callable[[Any], None] | None = None,
+        encode: Callable[[Any], bytes] | None = None,
+        max_items: int = DEFAULT_MAX_BATCH_ITEMS,
+        max_bytes: int = DEFAULT_MAX_BATCH_BYTES,
+    ) -> None:
+        super().__init__(context)
+        self._engine = engine
+        self._buf = buf = _Buffer(context, max_items, max_bytes)
+        self._handed_out = False
+        context.link_child(_PumpControl(buf))
+        task = asyncio.get_running_loop().create_task(
+            _pump(source, buf, check, encode), name=f"engine {engine} {context.id}"
+        )
+        buf.task = task
+        task.add_done_callback(lambda done: _finish(buf, done, engine))
+        if context.is_killed():
+            # Linking the pump to an already killed context cancelled nothing: the task did not exist yet.
+            task.cancel()
+
+    async def next_batch(self) -> list[Resp]:
+        buf = self._buf
+        while True:
+            if buf.ctx.is_killed():
+                # Nothing more is delivered after a kill; wait until the engine's `finally` blocks have run.
+                buf.items = []
+                if not buf.finished:
+                    await self._wait()
+                    continue
+                self._handed_out = True
+                if buf.killed_by_engine:
+                    raise Aborted(f"generation {buf.ctx.id!r} was killed by engine {self._engine!r}")
+                return []
+            if buf.items:
+                batch, buf.items, buf.nbytes = buf.items, [], 0
+                space, buf.space = buf.space, None
+                if space is not None and not space.done():
+                    space.set_result(None)
+                if buf.finished and buf.error is None:
+                    self._handed_out = True
+                return batch
+            if buf.finished:
+                self._handed_out = True
+                if buf.error is not None:
+                    raise buf.error
+                return []
+            await self._wait()
+
+    async def _wait(self) -> None:
+        buf = self._buf
+        buf.waiter = asyncio.get_running_loop().create_future()
+        await buf.waiter
+
+    @property
+    def finish_reason(self) -> FinishReason | None:
+        buf = self._buf
+        if not (self._handed_out and buf.finished) or buf.items or buf.error is not None or buf.ctx.is_killed():
+            return None
+        return FinishReason.STOPPED if buf.stopped else FinishReason.COMPLETED
+
+    async def aclose(self) -> None:
+        buf = self._buf
+        if not buf.finished:
+            buf.ctx.kill()
+        while not buf.finished:
+            await self._wait()
+
+    def __del__(self) -> None:
+        # A consumer that drops its stream is gone: nothing runs on for it.
+        buf = self._buf
+        if not buf.finished and buf.task is not None and not buf.task.get_loop().is_closed():
+            buf.ctx.kill()
+
+
+def _finish(buf: _Buffer, task: asyncio.Task[None], engine: str) -> None:
+    ctx = buf.ctx
+    buf.finished = True
+    buf.stopped = ctx.is_stopped()
+    if task.cancelled():
+        if not ctx.is_killed():
+            # Only a kill cancels the pump; anything else is a CancelledError that leaked out of the engine.
+            log.error("engine %r raised CancelledError without a kill (request %s)", engine, ctx.id)
+            buf.error = EngineFailed(f"engine {engine!r} was cancelled without a kill")
+    else:
+        error = task.exception()
+        if isinstance(error, EngineError):
+            buf.error = error
+        elif error is not None:
+            log.error("engine %r failed (request %s)", engine, ctx.id, exc_info=error)
+            failed = EngineFailed(f"engine {engine!r} failed")
+            failed.__cause__ = error
+            buf.error = failed
+    ctx.mark_done()
+    space, buf.space = buf.space, None
+    if space is not None and not space.done():
+        space.cancel()
+    buf.wake()
