@@ -133,12 +133,16 @@ class EngineRegistry:
         """The registered names, in registration order."""
         return list(self._engines)
 
+    def add(self, engine: LocalEngine) -> None:
+        """Add an engine registered elsewhere, under its own name (which must not clash)."""
+        if engine.name in self._engines:
+            raise ValueError(f"an engine named {engine.name!r} is already registered")
+        self._engines[engine.name] = engine
+
     def merge(self, other: EngineRegistry) -> None:
         """Add every engine of ``other`` (names must not clash)."""
-        for name, engine in other._engines.items():
-            if name in self._engines:
-                raise ValueError(f"an engine named {name!r} is already registered")
-            self._engines[name] = engine
+        for engine in other:
+            self.add(engine)
 
     def __contains__(self, name: object) -> bool:
         return name in self._engines

@@ -29,6 +29,9 @@ Resp = TypeVar("Resp")
 DEFAULT_MAX_BATCH_ITEMS = 1024
 DEFAULT_MAX_BATCH_BYTES = 256 * 1024
 
+# The event loop keeps only weak references to tasks: a pump whose stream was dropped must not vanish mid-way.
+_RUNNING: set[asyncio.Task[None]] = set()
+
 
 class FinishReason(enum.IntEnum):
     """How a generation finished; values as in ``engine.v1.FinishReason``."""
@@ -190,6 +193,19 @@ async def _pump(
         if aclose is not None:
             # Runs the engine's `finally` at its `yield` (GeneratorExit) if it is suspended there.
             await aclose()
+    # Completed: say so before the consumer (woken for the last items) runs, so that the last items and the
+    # finish reason leave in one message.
+    _complete(buf)
+
+
+def _complete(buf: _Buffer) -> None:
+    buf.finished = True
+    buf.stopped = buf.ctx.is_stopped()
+    buf.ctx.mark_done()
+    space, buf.space = buf.space, None
+    if space is not None and not space.done():
+        space.cancel()
+    buf.wake()
 
 
 class LocalStream(ResponseStream[Resp]):
@@ -215,6 +231,7 @@ class LocalStream(ResponseStream[Resp]):
             _pump(source, buf, check, encode), name=f"engine {engine} {context.id}"
         )
         buf.task = task
+        _RUNNING.add(task)
         task.add_done_callback(lambda done: _finish(buf, done, engine))
         if context.is_killed():
             # Linking the pump to an already killed context cancelled nothing: the task did not exist yet.
@@ -275,9 +292,11 @@ class LocalStream(ResponseStream[Resp]):
 
 
 def _finish(buf: _Buffer, task: asyncio.Task[None], engine: str) -> None:
+    """The pump's done callback: records how a generation that did not complete ended."""
+    _RUNNING.discard(task)
+    if buf.finished:
+        return
     ctx = buf.ctx
-    buf.finished = True
-    buf.stopped = ctx.is_stopped()
     if task.cancelled():
         if not ctx.is_killed():
             # Only a kill cancels the pump; anything else is a CancelledError that leaked out of the engine.
@@ -292,8 +311,4 @@ def _finish(buf: _Buffer, task: asyncio.Task[None], engine: str) -> None:
             failed = EngineFailed(f"engine {engine!r} failed")
             failed.__cause__ = error
             buf.error = failed
-    ctx.mark_done()
-    space, buf.space = buf.space, None
-    if space is not None and not space.done():
-        space.cancel()
-    buf.wake()
+    _complete(buf)

@@ -1,0 +1,225 @@
+"""`EngineServer`: a grpc.aio server with the engine service, health, reflection, limits and the drain.
+
+Example::
+
+    async with EngineServer(registry, ServerConfig(port=0)) as server:
+        print(server.addresses)          # ['127.0.0.1:43125']
+        await server.wait_closed()       # until a drain (SIGTERM) ends it
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import stat
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from types import TracebackType
+from typing import Any
+
+import grpc
+from grpc_health.v1 import health, health_pb2, health_pb2_grpc
+from grpc_reflection.v1alpha import reflection
+
+from .inflight import InFlight
+from .registry import EngineRegistry
+from .service import SERVICE_NAME, EngineService
+
+__all__ = ["EngineServer", "ServerConfig", "StartupError"]
+
+log = logging.getLogger("engine_runtime.server")
+
+
+class StartupError(RuntimeError):
+    """The server could not start (a port in use, an unreadable certificate, ...); the message says why."""
+
+
+@dataclass
+class ServerConfig:
+    """Everything ``engine-server`` can set; see docs/operations.md for each option."""
+
+    host: str = "127.0.0.1"
+    port: int = 50051
+    uds: str | None = None
+    no_tcp: bool = False
+    max_message_bytes: int = 4 * 1024 * 1024
+    max_concurrency: int = 0
+    max_engine_concurrency: int = 0
+    drain_timeout: float = 30.0
+    stop_timeout: float = 10.0
+    keepalive_time: float = 30.0
+    ping_timeout: float = 10.0
+    tls_cert: str | None = None
+    tls_key: str | None = None
+    tls_client_ca: str | None = None
+    auth_token: str | None = field(default=None, repr=False)
+    reuse_port: bool = False
+    extra_options: Sequence[tuple[str, Any]] = ()
+
+
+class EngineServer:
+    """Serves a registry: ``engine.v1.EngineService``, ``grpc.health.v1`` and server reflection."""
+
+    def __init__(self, registry: EngineRegistry, config: ServerConfig | None = None) -> None:
+        self.registry = registry
+        self.config = config = config if config is not None else ServerConfig()
+        self.inflight = InFlight(config.max_concurrency, config.max_engine_concurrency)
+        self.service = EngineService(registry, inflight=self.inflight, max_message_bytes=config.max_message_bytes)
+        self.health = health.aio.HealthServicer()
+        self.addresses: list[str] = []
+        self.port: int | None = None
+        self._server: grpc.aio.Server | None = None
+        self._closed = asyncio.Event()
+        self._drain_task: asyncio.Task[None] | None = None
+
+    def _options(self) -> list[tuple[str, Any]]:
+        c = self.config
+        ping_ms = int(c.ping_timeout * 1000)
+        return [
+            # grpcio enables SO_REUSEPORT by default: two servers on one port would both bind silently.
+            ("grpc.so_reuseport", 1 if c.reuse_port else 0),
+            ("grpc.max_send_message_length", c.max_message_bytes),
+            ("grpc.max_receive_message_length", c.max_message_bytes),
+            ("grpc.keepalive_time_ms", int(c.keepalive_time * 1000)),
+            ("grpc.keepalive_timeout_ms", ping_ms),
+            # Without this a client that stops reading (SIGSTOP) is noticed only after about a minute.
+            ("grpc.http2.ping_timeout_ms", ping_ms),
+            ("grpc.keepalive_permit_without_calls", 1),
+            ("grpc.http2.min_ping_interval_without_data_ms", 5000),
+            ("grpc.http2.max_pings_without_data", 0),
+            *c.extra_options,
+        ]
+
+    async def start(self) -> None:
+        """Bind the listeners and start serving. Raises :class:`StartupError` with a one-line reason."""
+        c = self.config
+        if c.no_tcp and not c.uds:
+            raise StartupError("--no-tcp needs --uds PATH: there would be nothing to listen on")
+        server = grpc.aio.server(options=self._options(), interceptors=self._interceptors())
+        server.add_generic_rpc_handlers([self.service.handler()])
+        health_pb2_grpc.add_HealthServicer_to_server(self.health, server)
+        reflection.enable_server_reflection(
+            [SERVICE_NAME, health_pb2.DESCRIPTOR.services_by_name["Health"].full_name, reflection.SERVICE_NAME],
+            server,
+        )
+        credentials = self._credentials()
+        if not c.no_tcp:
+            address = f"[{c.host}]:{c.port}" if ":" in c.host else f"{c.host}:{c.port}"
+            try:
+                port = (
+                    server.add_secure_port(address, credentials)
+                    if credentials is not None
+                    else server.add_insecure_port(address)
+                )
+            except RuntimeError as error:
+                raise StartupError(f"cannot listen on {address}: {error} (is the port in use?)") from None
+            if port == 0:
+                raise StartupError(f"cannot listen on {address} (is the port in use?)")
+            self.port = port
+            host = f"[{c.host}]" if ":" in c.host else c.host
+            self.addresses.append(f"{host}:{port}")
+        if c.uds:
+            self.addresses.append(self._bind_uds(server, c.uds, credentials))
+        await server.start()
+        self._server = server
+        await self.health.set("", health_pb2.HealthCheckResponse.SERVING)
+        for name in self.registry.names():
+            await self.health.set(name, health_pb2.HealthCheckResponse.SERVING)
+        log.info(
+            "engine-server listening on %s (engines: %s)", ", ".join(self.addresses), ", ".join(self.registry.names())
+        )
+
+    def _bind_uds(self, server: grpc.aio.Server, path: str, credentials: grpc.ServerCredentials | None) -> str:
+        socket_path = Path(path)
+        if socket_path.exists():
+            if not stat.S_ISSOCK(socket_path.stat().st_mode):
+                raise StartupError(f"--uds {path}: a file that is not a socket is in the way")
+            socket_path.unlink()  # a stale socket from an earlier run
+        # The socket is created under a restrictive umask so that only its owner can connect.
+        old = os.umask(0o177)
+        try:
+            address = f"unix:{socket_path}"
+            bound = server.add_secure_port(address, credentials) if credentials else server.add_insecure_port(address)
+        except RuntimeError as error:
+            raise StartupError(f"cannot listen on {address}: {error}") from None
+        finally:
+            os.umask(old)
+        if bound == 0:
+            raise StartupError(f"cannot listen on unix:{socket_path}")
+        return f"unix:{socket_path}"
+
+    def _credentials(self) -> grpc.ServerCredentials | None:
+        c = self.config
+        if not (c.tls_cert or c.tls_key):
+            if c.tls_client_ca:
+                raise StartupError("--tls-client-ca needs --tls-cert and --tls-key")
+            return None
+        if not (c.tls_cert and c.tls_key):
+            raise StartupError("TLS needs both --tls-cert and --tls-key")
+        try:
+            key = Path(c.tls_key).read_bytes()
+            cert = Path(c.tls_cert).read_bytes()
+            client_ca = Path(c.tls_client_ca).read_bytes() if c.tls_client_ca else None
+        except OSError as error:
+            raise StartupError(f"cannot read a TLS file: {error}") from None
+        return grpc.ssl_server_credentials(
+            [(key, cert)], root_certificates=client_ca, require_client_auth=client_ca is not None
+        )
+
+    def _interceptors(self) -> list[grpc.aio.ServerInterceptor]:
+        if self.config.auth_token is None:
+            return []
+        from .auth import TokenAuth
+
+        return [TokenAuth(self.config.auth_token)]
+
+    async def drain(self) -> None:
+        """Shut down gracefully: NOT_SERVING, refuse new calls, let streams finish, stop, then kill (idempotent)."""
+        if self._drain_task is None:
+            self._drain_task = asyncio.ensure_future(self._drain())
+        await asyncio.shield(self._drain_task)
+
+    async def _drain(self) -> None:
+        server = self._server
+        if server is None:
+            self._closed.set()
+            return
+        c = self.config
+        log.info("draining: %d generations in flight", len(self.inflight))
+        await self.health.enter_graceful_shutdown()
+        # Stops the listeners at once (new calls: UNAVAILABLE); calls still open at the grace are cancelled.
+        stopping = asyncio.ensure_future(server.stop(c.drain_timeout + c.stop_timeout + 5))
+        await self.service.drain(c.drain_timeout, c.stop_timeout)
+        # What remains are long-lived non-generation calls (health Watch): nothing to wait for.
+        await server.stop(0)
+        await stopping
+        if c.uds:
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(c.uds)
+        log.info("drained; bye")
+        self._closed.set()
+
+    async def kill(self) -> None:
+        """Stop at once: every generation is killed and every call cancelled."""
+        for generation in self.inflight:
+            generation.context.kill()
+        if self._server is not None:
+            await self._server.stop(0)
+        self._closed.set()
+
+    async def wait_closed(self) -> None:
+        """Wait until the server has been drained or killed."""
+        await self._closed.wait()
+
+    async def __aenter__(self) -> EngineServer:
+        await self.start()
+        return self
+
+    async def __aexit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        if not self._closed.is_set():
+            await self.kill()

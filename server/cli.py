@@ -1,0 +1,195 @@
+"""``engine-server``: serve engines over gRPC (SPEC section 6).
+
+Every option is also an environment variable ``ENGINE_SERVER_<NAME>`` and a key of the TOML file given with
+``--config``; the command line wins over the environment, which wins over the file.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import signal
+import sys
+import tomllib
+from pathlib import Path
+from typing import Any
+
+import click
+
+from .app import EngineServer, ServerConfig, StartupError
+from .logs import configure_logging, log_request
+from .targets import TargetError, load_targets
+
+__all__ = ["main"]
+
+log = logging.getLogger("engine_runtime.server")
+
+
+def _load_config(ctx: click.Context, param: click.Parameter, value: str | None) -> str | None:
+    """Read the TOML file into click's default map, under the options' own names."""
+    if value is None:
+        return None
+    try:
+        data = tomllib.loads(Path(value).read_text())
+    except (OSError, tomllib.TOMLDecodeError) as error:
+        raise click.BadParameter(f"cannot read {value}: {error}") from None
+    section = data.get("engine-server", data.get("engine_server", data))
+    options = {p.name for p in ctx.command.params if p.name}
+    defaults: dict[str, Any] = {}
+    for key, item in section.items():
+        name = key.replace("-", "_")
+        if name not in options or name == "config":
+            raise click.BadParameter(f"{value}: unknown key {key!r}")
+        defaults[name] = item
+    ctx.default_map = {**(ctx.default_map or {}), **defaults}
+    return value
+
+
+@click.command(context_settings={"auto_envvar_prefix": "ENGINE_SERVER", "show_default": True})
+@click.argument("targets", nargs=-1, metavar="[TARGET]...")
+@click.option(
+    "--config",
+    type=click.Path(dir_okay=False),
+    callback=_load_config,
+    is_eager=True,
+    expose_value=False,
+    help="TOML file with option values (keys as the long options).",
+)
+@click.option("--host", default="127.0.0.1", help="Address to bind; 0.0.0.0 or :: to listen beyond this machine.")
+@click.option("--port", default=50051, type=click.IntRange(0, 65535), help="TCP port; 0 picks a free one.")
+@click.option("--uds", type=click.Path(dir_okay=False), help="Also listen on this unix socket (owner-only).")
+@click.option("--no-tcp", is_flag=True, help="Listen on the unix socket only.")
+@click.option("--workers", default=1, type=click.IntRange(1, 256), help="Processes serving the same port.")
+@click.option("--metrics-port", type=click.IntRange(0, 65535), help="Serve Prometheus metrics on this port.")
+@click.option("--tls-cert", type=click.Path(dir_okay=False), help="PEM certificate chain: serve TLS.")
+@click.option("--tls-key", type=click.Path(dir_okay=False), help="PEM private key of --tls-cert.")
+@click.option("--tls-client-ca", type=click.Path(dir_okay=False), help="PEM CA bundle: require client certs (mTLS).")
+@click.option(
+    "--auth-token-file",
+    type=click.Path(dir_okay=False),
+    help="File holding a token every call but health must carry as `authorization: Bearer <token>`.",
+)
+@click.option("--max-concurrency", default=0, type=click.IntRange(0), help="Generations in flight; 0: no limit.")
+@click.option(
+    "--max-engine-concurrency", default=0, type=click.IntRange(0), help="Generations in flight per engine; 0: no limit."
+)
+@click.option(
+    "--max-message-bytes", default=4 * 1024 * 1024, type=click.IntRange(1024), help="Largest message sent or received."
+)
+@click.option(
+    "--drain-timeout", default=30.0, type=click.FloatRange(0), help="Seconds streams may run on after SIGTERM."
+)
+@click.option(
+    "--stop-timeout",
+    default=10.0,
+    type=click.FloatRange(0),
+    help="Seconds after the graceful stop before streams are killed.",
+)
+@click.option("--keepalive-time", default=30.0, type=click.FloatRange(0.1), help="Seconds between keepalive pings.")
+@click.option(
+    "--ping-timeout",
+    default=10.0,
+    type=click.FloatRange(0.1),
+    help="Seconds without a ping answer before a client counts as gone (its generations are killed).",
+)
+@click.option(
+    "--engine-health-interval",
+    default=10.0,
+    type=click.FloatRange(0.1),
+    help="Seconds between runs of an idle engine's health request.",
+)
+@click.option("--log-format", default="text", type=click.Choice(["text", "json"]))
+@click.option("--log-level", default="info", type=click.Choice(["debug", "info", "warning", "error"]))
+@click.option(
+    "--loop",
+    "loop_name",
+    default="auto",
+    type=click.Choice(["auto", "asyncio", "uvloop"]),
+    help="Event loop; auto uses uvloop where it is installed.",
+)
+def command(targets: tuple[str, ...], **options: Any) -> None:
+    """Serve engines over gRPC.
+
+    TARGET is `module:attribute` (an EngineRegistry or an engine) or `module` (its `registry`). With no TARGET
+    the built-in example engines are served.
+    """
+    configure_logging(options["log_format"], options["log_level"])
+    try:
+        registry = load_targets(targets)
+        config = _server_config(options)
+    except (TargetError, StartupError) as error:
+        raise click.ClickException(str(error)) from None
+    code = _run(_serve(registry, config), options["loop_name"])
+    sys.exit(code)
+
+
+def _server_config(options: dict[str, Any]) -> ServerConfig:
+    token = None
+    if options["auth_token_file"]:
+        try:
+            token = Path(options["auth_token_file"]).read_text().strip()
+        except OSError as error:
+            raise StartupError(f"cannot read --auth-token-file: {error.strerror}") from None
+        if not token:
+            raise StartupError("--auth-token-file is empty")
+    return ServerConfig(
+        host=options["host"],
+        port=options["port"],
+        uds=options["uds"],
+        no_tcp=options["no_tcp"],
+        max_message_bytes=options["max_message_bytes"],
+        max_concurrency=options["max_concurrency"],
+        max_engine_concurrency=options["max_engine_concurrency"],
+        drain_timeout=options["drain_timeout"],
+        stop_timeout=options["stop_timeout"],
+        keepalive_time=options["keepalive_time"],
+        ping_timeout=options["ping_timeout"],
+        tls_cert=options["tls_cert"],
+        tls_key=options["tls_key"],
+        tls_client_ca=options["tls_client_ca"],
+        auth_token=token,
+    )
+
+
+def _run(main: Any, loop_name: str) -> int:
+    if loop_name in ("auto", "uvloop"):
+        try:
+            import uvloop
+        except ImportError:
+            if loop_name == "uvloop":
+                raise click.ClickException("--loop uvloop: uvloop is not installed") from None
+        else:
+            return int(uvloop.run(main))
+    return int(asyncio.run(main))
+
+
+async def _serve(registry: Any, config: ServerConfig) -> int:
+    server = EngineServer(registry, config)
+    server.service.on_finished(log_request)
+    try:
+        await server.start()
+    except StartupError as error:
+        click.echo(f"Error: {error}", err=True)
+        return 1
+    loop = asyncio.get_running_loop()
+    signals = 0
+    tasks: list[asyncio.Future[None]] = []
+
+    def on_signal(signum: int) -> None:
+        nonlocal signals
+        signals += 1
+        if signals == 1:
+            log.info("%s: draining (a second signal kills at once)", signal.Signals(signum).name)
+            tasks.append(asyncio.ensure_future(server.drain()))
+        else:
+            log.warning("%s again: killing every generation now", signal.Signals(signum).name)
+            tasks.append(asyncio.ensure_future(server.kill()))
+
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(signum, on_signal, signum)
+    await server.wait_closed()
+    return 0 if signals <= 1 else 1
+
+
+def main() -> None:
+    command()

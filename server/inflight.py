@@ -1,0 +1,115 @@
+"""The generations in flight on a server, by request id: what `Stop`, limits and the drain act on.
+
+Plain asyncio: the servicer adds a generation when a call starts it and removes it the moment the call ends,
+however it ends, so `Stop` on a finished or killed generation answers NOT_FOUND.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import enum
+import time
+from collections import Counter
+from collections.abc import Iterator
+
+from .context import Context
+from .errors import Code, EngineError, ResourceExhausted
+
+__all__ = ["Cause", "Generation", "InFlight"]
+
+
+class Cause(enum.Enum):
+    """Why a generation was stopped or killed; in logs and metrics."""
+
+    CLIENT_CANCEL = "client_cancel"  # the client cancelled the call or went away
+    DEADLINE = "deadline"  # the call's deadline passed
+    STOP_REQUEST = "stop_request"  # `Stop` or the session's in-band control
+    DRAIN = "drain"  # the server is shutting down
+    ENGINE = "engine"  # the engine killed its own context
+
+
+class Generation:
+    """One generation in flight: its context, its engine, and what stopped or killed it."""
+
+    __slots__ = ("cause", "context", "engine", "first_item_at", "items", "messages", "started")
+
+    def __init__(self, context: Context, engine: str) -> None:
+        self.context = context
+        self.engine = engine
+        self.cause: Cause | None = None
+        self.started = time.monotonic()
+        self.first_item_at: float | None = None
+        self.items = 0
+        self.messages = 0
+
+    @property
+    def id(self) -> str:
+        return self.context.id
+
+    def stop(self, cause: Cause) -> None:
+        if self.cause is None:
+            self.cause = cause
+        self.context.stop_generating()
+
+    def kill(self, cause: Cause) -> None:
+        if self.cause is None or (cause is not self.cause and not self.context.is_killed()):
+            self.cause = cause
+        self.context.kill()
+
+
+class InFlight:
+    """Generations by request id, with the server-wide and per-engine concurrency limits (0: none)."""
+
+    def __init__(self, max_concurrency: int = 0, max_engine_concurrency: int = 0) -> None:
+        self.max_concurrency = max_concurrency
+        self.max_engine_concurrency = max_engine_concurrency
+        self._by_id: dict[str, Generation] = {}
+        self._per_engine: Counter[str] = Counter()
+        self._empty = asyncio.Event()
+        self._empty.set()
+
+    def __len__(self) -> int:
+        return len(self._by_id)
+
+    def __iter__(self) -> Iterator[Generation]:
+        return iter(list(self._by_id.values()))
+
+    def get(self, request_id: str) -> Generation | None:
+        return self._by_id.get(request_id)
+
+    def count(self, engine: str) -> int:
+        return self._per_engine[engine]
+
+    def add(self, generation: Generation) -> None:
+        """Admit ``generation`` or raise: ALREADY_EXISTS for a duplicate id, RESOURCE_EXHAUSTED at a limit."""
+        if generation.id in self._by_id:
+            raise EngineError(Code.ALREADY_EXISTS, f"request id {generation.id!r} is already in flight")
+        if self.max_concurrency and len(self._by_id) >= self.max_concurrency:
+            raise ResourceExhausted(
+                f"server concurrency limit reached: {self.max_concurrency} generations in flight (--max-concurrency)"
+            )
+        if self.max_engine_concurrency and self._per_engine[generation.engine] >= self.max_engine_concurrency:
+            raise ResourceExhausted(
+                f"engine concurrency limit reached: {self.max_engine_concurrency} generations of engine "
+                f"{generation.engine!r} in flight (--max-engine-concurrency)"
+            )
+        self._by_id[generation.id] = generation
+        self._per_engine[generation.engine] += 1
+        self._empty.clear()
+
+    def remove(self, generation: Generation) -> None:
+        if self._by_id.get(generation.id) is generation:
+            del self._by_id[generation.id]
+            self._per_engine[generation.engine] -= 1
+            if not self._per_engine[generation.engine]:
+                del self._per_engine[generation.engine]
+            if not self._by_id:
+                self._empty.set()
+
+    async def wait_empty(self, timeout: float) -> bool:
+        """Wait until nothing is in flight, at most ``timeout`` seconds; tell whether it is empty."""
+        try:
+            await asyncio.wait_for(self._empty.wait(), timeout)
+        except TimeoutError:
+            return False
+        return True

@@ -1,0 +1,82 @@
+"""Log set-up for ``engine-server``: text or JSON lines, one per event, nothing secret."""
+
+from __future__ import annotations
+
+import json
+import logging
+import sys
+import time
+from typing import Any
+
+__all__ = ["JsonFormatter", "configure_logging"]
+
+# Attributes every LogRecord has; anything else was passed with `extra=` and becomes a field.
+_STANDARD = set(vars(logging.LogRecord("", 0, "", 0, "", None, None))) | {"message", "asctime", "taskName"}
+
+
+class JsonFormatter(logging.Formatter):
+    """One JSON object per line: time, level, logger, message, and every `extra=` field."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        entry: dict[str, Any] = {
+            "time": time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(record.created)) + f".{int(record.msecs):03d}Z",
+            "level": record.levelname.lower(),
+            "logger": record.name,
+            "message": record.getMessage(),
+        }
+        for key, value in vars(record).items():
+            if key not in _STANDARD and not key.startswith("_"):
+                entry[key] = value
+        if record.exc_info:
+            entry["exception"] = self.formatException(record.exc_info)
+        return json.dumps(entry, default=str)
+
+
+class TextFormatter(logging.Formatter):
+    """``time level logger: message key=value ...``"""
+
+    def __init__(self) -> None:
+        super().__init__("%(asctime)s %(levelname)s %(name)s: %(message)s")
+
+    def format(self, record: logging.LogRecord) -> str:
+        line = super().format(record)
+        fields = [f"{k}={v}" for k, v in vars(record).items() if k not in _STANDARD and not k.startswith("_")]
+        return f"{line} {' '.join(fields)}" if fields else line
+
+
+def configure_logging(fmt: str = "text", level: str = "info") -> None:
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(JsonFormatter() if fmt == "json" else TextFormatter())
+    root = logging.getLogger()
+    root.handlers[:] = [handler]
+    root.setLevel(level.upper())
+
+
+def log_request(generation: Any, code: Any) -> None:
+    """The one line per finished request: engine, request id, status, items, duration and finish or kill cause.
+
+    ``generation`` is a :class:`server.inflight.Generation`, ``code`` a :class:`server.errors.Code`.
+    """
+    ctx = generation.context
+    if code.name == "OK":
+        finish = "stopped" if ctx.is_stopped() else "completed"
+    elif ctx.is_killed():
+        finish = "killed"
+    else:
+        finish = "failed"
+    logging.getLogger("engine_runtime.requests").info(
+        "request %s %s: %s",
+        ctx.id,
+        finish,
+        code.name,
+        extra={
+            "engine": generation.engine,
+            "request_id": ctx.id,
+            "status": code.name,
+            "finish": finish,
+            "cause": generation.cause.value if generation.cause is not None else None,
+            "items": generation.items,
+            "messages": generation.messages,
+            "duration_ms": round((time.monotonic() - generation.started) * 1000, 3),
+        },
+    )
