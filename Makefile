@@ -8,7 +8,9 @@ STAMP := $(VENV)/.installed
 HOST ?= 127.0.0.1
 PORT ?= 50051
 
-.PHONY: help venv run test lint format proto proto-check buf-lint check bench clean
+BUF := tools/buf/node_modules/.bin/buf
+
+.PHONY: help venv run test lint format proto proto-check buf-lint buf-breaking check bench clean
 
 help:
 	@echo "make run          serve the example engines on $(HOST):$(PORT)"
@@ -50,7 +52,20 @@ proto: $(STAMP)
 proto-check: $(STAMP)
 	$(BIN)/python scripts/gen_protos.py --check
 
-check: lint proto-check test
+$(BUF): tools/buf/package.json tools/buf/package-lock.json
+	npm ci --prefix tools/buf --no-audit --no-fund --silent
+	touch $(BUF)
+
+buf-lint: $(BUF)
+	$(BUF) lint
+
+# Wire compatibility against the newest release tag (v*), when there is one.
+buf-breaking: $(BUF)
+	@tag=$$(git tag --list 'v*' --sort=-v:refname | head -n 1); \
+	if [ -z "$$tag" ]; then echo "buf-breaking: no release tag yet, nothing to compare against"; \
+	else echo "buf breaking against $$tag"; $(BUF) breaking --against ".git#tag=$$tag"; fi
+
+check: lint buf-lint buf-breaking proto-check test
 
 bench: $(STAMP)
 	$(BIN)/python -m benchmarks

@@ -29,13 +29,17 @@ def generate(out: Path) -> None:
     out.mkdir(parents=True, exist_ok=True)
     sources = sorted(str(p.relative_to(PROTOS)) for p in PROTOS.rglob("*.proto"))
     include = Path(protoc.__file__).resolve().parent / "_proto"
+    # mypy-protobuf's plugin types the *_pb2_grpc modules, for which grpcio-tools writes no stubs.
+    plugin = Path(sys.executable).parent / "protoc-gen-mypy_grpc"
     args = [
         "protoc",
         f"-I{PROTOS}",
         f"-I{include}",
+        f"--plugin=protoc-gen-mypy_grpc={plugin}",
         f"--python_out={out}",
         f"--pyi_out={out}",
         f"--grpc_python_out={out}",
+        f"--mypy_grpc_out={out}",
         *sources,
     ]
     if protoc.main(args) != 0:

@@ -44,7 +44,7 @@ def load_targets(targets: Iterable[str]) -> EngineRegistry:
 
 def _load(target: str) -> EngineRegistry | AnyEngine:
     module_name, _, attribute = target.partition(":")
-    if not module_name or (":" in target and not attribute):
+    if not module_name or (":" in target and not attribute) or ":" in attribute:
         raise TargetError(f"target {target!r} must be `module:attribute` or `module`")
     try:
         module = importlib.import_module(module_name)

@@ -1,0 +1,119 @@
+"""Engines for the tests: the examples plus probes that report how they ended, and faulty ones.
+
+Served in-process by the fixtures, and as a TARGET (`tests.engines:registry`) by the end-to-end tests, where
+the unary `probe_report` engine tells another process how a probe generation ended.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import AsyncIterator
+
+from generated.examples.v1.examples_pb2 import CountError, CountRequest, CountResponse, EchoRequest, EchoResponse
+from server import Code, Context, EngineError, EngineRegistry
+from server.examples import registry as examples
+
+
+class Probe:
+    """How one `probe` generation went, seen from inside the engine."""
+
+    def __init__(self) -> None:
+        self.started = asyncio.Event()
+        self.ended = asyncio.Event()
+        self.exit = "running"
+        self.killed_in_finally: bool | None = None
+        self.ended_at: float | None = None
+
+
+PROBES: dict[str, Probe] = {}
+
+registry = EngineRegistry()
+registry.merge(examples)
+
+
+@registry.engine("probe", request=CountRequest, response=CountResponse)
+async def probe(request: CountRequest, ctx: Context) -> AsyncIterator[CountResponse]:
+    """Streams `count` items `delay_s` apart (forever when count is 0) and records how it ended."""
+    record = PROBES[ctx.id] = Probe()
+    record.started.set()
+    try:
+        index = 0
+        while not request.count or index < request.count:
+            if ctx.is_stopped():
+                record.exit = "stopped"
+                return
+            yield CountResponse(index=index, payload="x" * request.size)
+            index += 1
+            await asyncio.sleep(request.delay_s)
+        record.exit = "completed"
+    except asyncio.CancelledError:
+        record.exit = "cancelled"
+        raise
+    except GeneratorExit:
+        record.exit = "generator-exit"
+        raise
+    finally:
+        record.killed_in_finally = ctx.is_killed()
+        record.ended_at = time.monotonic()
+        record.ended.set()
+
+
+@registry.engine("probe_report", request=EchoRequest, response=EchoResponse)
+async def probe_report(request: EchoRequest, ctx: Context) -> EchoResponse:
+    """How the probe with request id `text` ended: `<exit> killed=<bool>`, or `unknown`."""
+    record = PROBES.get(request.text)
+    if record is None:
+        return EchoResponse(text="unknown")
+    return EchoResponse(text=f"{record.exit} killed={record.killed_in_finally}")
+
+
+@registry.engine("fails", request=EchoRequest, response=EchoResponse)
+async def fails(request: EchoRequest, ctx: Context) -> AsyncIterator[EchoResponse]:
+    """Yields one item, then raises an unexpected exception carrying a secret."""
+    yield EchoResponse(text="before")
+    raise RuntimeError("secret-internal-detail")
+
+
+@registry.engine("wrong_type", request=EchoRequest, response=EchoResponse)
+async def wrong_type(request: EchoRequest, ctx: Context) -> AsyncIterator[EchoResponse]:
+    """Yields a CountResponse where it promised EchoResponse."""
+    yield CountResponse(index=1)  # type: ignore[misc]
+
+
+@registry.engine("typed_error", request=EchoRequest, response=EchoResponse, error=CountError)
+async def typed_error(request: EchoRequest, ctx: Context) -> AsyncIterator[EchoResponse]:
+    """Fails with FAILED_PRECONDITION and a CountError detail."""
+    raise EngineError(Code.FAILED_PRECONDITION, "not ready: " + request.text, CountError(field="text", value=7))
+    yield EchoResponse()
+
+
+@registry.engine("suicide", request=EchoRequest, response=EchoResponse)
+async def suicide(request: EchoRequest, ctx: Context) -> AsyncIterator[EchoResponse]:
+    """Yields one item and kills its own context."""
+    yield EchoResponse(text="last words")
+    ctx.kill()
+    await asyncio.sleep(60)
+    yield EchoResponse(text="never")
+
+
+@registry.engine("stubborn", request=EchoRequest, response=EchoResponse)
+async def stubborn(request: EchoRequest, ctx: Context) -> AsyncIterator[EchoResponse]:
+    """Ignores stop: streams a tick every 10 ms until killed."""
+    while True:
+        yield EchoResponse(text="tick")
+        await asyncio.sleep(0.01)
+
+
+@registry.engine("leaks_cancel", request=EchoRequest, response=EchoResponse)
+async def leaks_cancel(request: EchoRequest, ctx: Context) -> AsyncIterator[EchoResponse]:
+    """Raises CancelledError without having been cancelled."""
+    yield EchoResponse(text="before")
+    raise asyncio.CancelledError
+
+
+@registry.engine("hangs", request=EchoRequest, response=EchoResponse)
+async def hangs(request: EchoRequest, ctx: Context) -> AsyncIterator[EchoResponse]:
+    """Never yields and never checks its context: only a kill ends it."""
+    await asyncio.Event().wait()
+    yield EchoResponse()

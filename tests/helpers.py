@@ -1,0 +1,62 @@
+"""Raw gRPC helpers for the service tests: encode a request, collect a stream, read a status."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+import grpc
+from google.protobuf import any_pb2
+from google.protobuf.message import Message
+
+from generated.engine.v1 import engine_pb2 as pb
+from generated.engine.v1 import engine_pb2_grpc as pbg
+
+
+def pack(message: Message) -> any_pb2.Any:
+    packed = any_pb2.Any()
+    packed.Pack(message)
+    return packed
+
+
+def generate_request(engine: str, message: Message, request_id: str = "") -> pb.GenerateRequest:
+    return pb.GenerateRequest(engine=engine, request=pack(message), request_id=request_id)
+
+
+@dataclass
+class Outcome:
+    items: list[Any] = field(default_factory=list)
+    messages: int = 0
+    finish_reason: int = 0
+    code: grpc.StatusCode = grpc.StatusCode.OK
+    details: str = ""
+    request_id: str = ""
+    trailing: Any = None
+    reasons: list[int] = field(default_factory=list)
+
+
+async def collect(
+    stub: pbg.EngineServiceAsyncStub,
+    engine: str,
+    message: Message,
+    response: type[Message],
+    *,
+    request_id: str = "",
+    timeout: float | None = 30,
+    metadata: Any = None,
+) -> Outcome:
+    """Run one Generate call to its end and report everything observed."""
+    out = Outcome()
+    call = stub.Generate(generate_request(engine, message, request_id), timeout=timeout, metadata=metadata)
+    try:
+        async for reply in call:
+            out.messages += 1
+            out.reasons.append(reply.finish_reason)
+            out.finish_reason = reply.finish_reason
+            out.items.extend(response.FromString(item.value) for item in reply.items)
+    except grpc.aio.AioRpcError as error:
+        out.code, out.details = error.code(), error.details() or ""
+        out.trailing = error.trailing_metadata()
+    md = await call.initial_metadata()
+    out.request_id = str(dict(md or ()).get("x-request-id", ""))
+    return out

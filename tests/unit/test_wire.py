@@ -1,0 +1,25 @@
+"""The hand framing of GenerateResponse agrees with protobuf's own encoding."""
+
+from __future__ import annotations
+
+import pytest
+
+from generated.engine.v1 import engine_pb2 as pb
+from generated.examples.v1.examples_pb2 import CountResponse, EchoRequest
+from server import InvalidRequest
+from server.wire import encode_response, item_encoder, parse
+
+
+def test_hand_framed_responses_match_protobuf() -> None:
+    encode = item_encoder("examples.v1.CountResponse")
+    items = [CountResponse(index=i, payload="p" * size) for i, size in enumerate([0, 1, 127, 128, 20_000])]
+    data = encode_response([encode(item) for item in items], pb.FINISH_REASON_STOPPED)
+    parsed = pb.GenerateResponse.FromString(data)
+    assert [CountResponse.FromString(a.value) for a in parsed.items] == items
+    assert all(a.TypeName() == "examples.v1.CountResponse" for a in parsed.items)
+    assert parsed.finish_reason == pb.FINISH_REASON_STOPPED
+
+
+def test_parse_names_what_failed() -> None:
+    with pytest.raises(InvalidRequest, match="the thing does not parse as examples.v1.EchoRequest"):
+        parse(EchoRequest, b"\x0a\xff", "the thing")
