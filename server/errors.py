@@ -30,6 +30,7 @@ __all__ = [
     "InvalidRequest",
     "ResourceExhausted",
     "Unavailable",
+    "error_for",
 ]
 
 
@@ -93,6 +94,18 @@ class EngineError(Exception):
         return f"{type(self).__name__}({self.code.name}, {self.message!r})"
 
 
+def error_for(code: Any, message: str, detail: Message | None = None) -> EngineError:
+    """The :class:`EngineError` subclass that stands for ``code`` (the base class for the other codes).
+
+    Example::
+
+        error_for(Code.ABORTED, "generation 'r1' was killed")   # an Aborted
+    """
+    code = Code.of(code)
+    cls = _BY_CODE.get(code)
+    return cls(message, detail) if cls is not None else EngineError(code, message, detail)
+
+
 class _Coded(EngineError):
     def __init__(self, message: str, detail: Message | None = None) -> None:
         super().__init__(self.default_code, message, detail)
@@ -135,3 +148,9 @@ class Unavailable(_Coded):
     """The server is draining or could not be reached."""
 
     default_code = Code.UNAVAILABLE
+
+
+_BY_CODE: dict[Code, type[_Coded]] = {
+    cls.default_code: cls
+    for cls in (EngineNotFound, InvalidRequest, ResourceExhausted, EngineFailed, Aborted, Unavailable)
+}

@@ -1,0 +1,202 @@
+"""``engine-client``: list, describe and call the engines of a server, with no local stubs.
+
+Requests are JSON, encoded with the descriptors the server reports; responses print as JSON lines as they
+arrive. Ctrl-C kills the generation (exit 130); ``--stop-after N`` asks for a graceful stop after N items.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import signal
+import sys
+from typing import Any
+
+import click
+from google.protobuf import json_format
+from google.protobuf.descriptor import FieldDescriptor
+
+from server.context import Context
+from server.errors import EngineError
+
+from .client import EngineClient
+from .remote import RemoteEngine
+
+__all__ = ["main"]
+
+EXIT_ERROR = 1
+EXIT_INTERRUPTED = 130
+
+
+def _client(ctx: click.Context) -> EngineClient:
+    o = ctx.obj
+    return EngineClient(
+        o["target"],
+        tls_ca=o["tls_ca"],
+        token_file=o["token_file"],
+        timeout=o["timeout"],
+        connect_timeout=o["connect_timeout"],
+    )
+
+
+@click.group(context_settings={"auto_envvar_prefix": "ENGINE_CLIENT", "show_default": True})
+@click.option("--target", default="127.0.0.1:50051", help="host:port, unix:PATH, dns:///host:port, or a comma list.")
+@click.option("--tls-ca", type=click.Path(dir_okay=False, exists=True), help="PEM CA bundle: connect with TLS.")
+@click.option("--token-file", type=click.Path(dir_okay=False, exists=True), help="File with the bearer token.")
+@click.option("--timeout", type=click.FloatRange(0, min_open=True), help="Deadline of each call, in seconds.")
+@click.option("--connect-timeout", default=10.0, type=click.FloatRange(0, min_open=True), help="Seconds to connect.")
+@click.pass_context
+def command(
+    ctx: click.Context,
+    target: str,
+    tls_ca: str | None,
+    token_file: str | None,
+    timeout: float | None,
+    connect_timeout: float,
+) -> None:
+    """Call the engines of an engine-server."""
+    ctx.obj = {
+        "target": target,
+        "tls_ca": tls_ca,
+        "token_file": token_file,
+        "timeout": timeout,
+        "connect_timeout": connect_timeout,
+    }
+
+
+@command.command("list")
+@click.pass_context
+def list_command(ctx: click.Context) -> None:
+    """A table of the engines served."""
+
+    async def run() -> None:
+        async with _client(ctx) as client:
+            infos = await client.describe()
+        rows = [("NAME", "KIND", "REQUEST", "RESPONSE", "ERROR", "DESCRIPTION")]
+        rows += [
+            (
+                i.name,
+                "unary" if i.unary else "stream",
+                i.request_type,
+                i.response_type,
+                i.error_type or "-",
+                i.description,
+            )
+            for i in infos
+        ]
+        widths = [max(len(row[c]) for row in rows) for c in range(5)]
+        for row in rows:
+            click.echo("  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=False)) + "  " + row[5])
+
+    _run(run())
+
+
+@command.command()
+@click.argument("name")
+@click.pass_context
+def describe(ctx: click.Context, name: str) -> None:
+    """An engine's types and their fields."""
+
+    async def run() -> None:
+        async with _client(ctx) as client:
+            engine = await client.get(name)
+        click.echo(f"{engine.name}: {engine.description}")
+        click.echo(f"  kind: {'unary' if engine.unary else 'stream'}")
+        for role, type_name in (
+            ("request", engine.request_type),
+            ("response", engine.response_type),
+            ("error", engine.error_type),
+        ):
+            if not type_name:
+                continue
+            click.echo(f"  {role}: {type_name}")
+            for field in engine.types.remote_descriptor(type_name).fields:
+                click.echo(f"    {field.name} = {field.number}: {_field_type(field)}")
+
+    _run(run())
+
+
+@command.command()
+@click.argument("name")
+@click.argument("request_json", metavar="JSON", default="{}")
+@click.option("--stop-after", type=click.IntRange(1), help="Ask for a graceful stop after this many items.")
+@click.option("--request-id", help="Use this request id (printable ASCII, at most 128 characters).")
+@click.pass_context
+def generate(ctx: click.Context, name: str, request_json: str, stop_after: int | None, request_id: str | None) -> None:
+    """Run engine NAME with a JSON request; print each response as a JSON line as it arrives."""
+
+    async def run() -> int:
+        async with _client(ctx) as client:
+            engine = await client.get(name)
+            request = _parse_request(engine, request_json)
+            context = Context(request_id)
+            interrupted = False
+
+            def on_interrupt() -> None:
+                nonlocal interrupted
+                interrupted = True
+                context.kill()
+
+            loop = asyncio.get_running_loop()
+            loop.add_signal_handler(signal.SIGINT, on_interrupt)
+            stream = await engine.generate(request, context)
+            count = 0
+            async for item in stream:
+                click.echo(
+                    json_format.MessageToJson(
+                        item, indent=None, preserving_proto_field_name=True, always_print_fields_with_no_presence=True
+                    )
+                )
+                count += 1
+                if count == stop_after:
+                    context.stop_generating()
+            loop.remove_signal_handler(signal.SIGINT)
+            if interrupted:
+                click.echo(f"interrupted: generation {context.id} killed after {count} items", err=True)
+                return EXIT_INTERRUPTED
+            reason = stream.finish_reason
+            finish = reason.name.lower() if reason is not None else "ended"
+            click.echo(f"{finish}: {count} items (request id {context.id})", err=True)
+            return 0
+
+    sys.exit(_run(run()))
+
+
+def _parse_request(engine: RemoteEngine, text: str) -> Any:
+    cls = engine.types.message_class(engine.request_type)
+    try:
+        return json_format.Parse(text, cls())
+    except json_format.ParseError as error:
+        raise click.ClickException(f"bad JSON for {engine.request_type} (engine {engine.name!r}): {error}") from None
+
+
+def _field_type(field: FieldDescriptor) -> str:
+    if field.message_type is not None:
+        kind = field.message_type.full_name
+    elif field.enum_type is not None:
+        kind = field.enum_type.full_name
+    else:
+        kind = _SCALARS.get(field.type, str(field.type))
+    return f"repeated {kind}" if field.is_repeated else kind
+
+
+_SCALARS = {
+    value: name[len("TYPE_") :].lower()
+    for name, value in vars(FieldDescriptor).items()
+    if name.startswith("TYPE_") and isinstance(value, int)
+}
+
+
+def _run(main: Any) -> Any:
+    try:
+        return asyncio.run(main)
+    except EngineError as error:
+        click.echo(f"error: {error.code.name}: {error.message}", err=True)
+        if error.detail is not None:
+            click.echo(f"detail: {json_format.MessageToJson(error.detail, indent=None)}", err=True)
+        sys.exit(EXIT_ERROR)
+    except KeyboardInterrupt:
+        sys.exit(EXIT_INTERRUPTED)
+
+
+def main() -> None:
+    command()

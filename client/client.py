@@ -1,0 +1,127 @@
+"""`EngineClient`: the engines of one or more servers, as local-looking engines.
+
+Example::
+
+    async with EngineClient("127.0.0.1:50051") as client:
+        echo = (await client.get("echo")).downcast(EchoRequest, EchoResponse)
+        async for item in await echo.generate(EchoRequest(text="a b")):
+            print(item.text)
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+from types import TracebackType
+from typing import Any
+
+import grpc
+
+from generated.engine.v1 import engine_pb2 as pb
+from server.errors import Code, EngineError, EngineNotFound, error_for
+
+from .remote import RemoteEngine
+from .transport import Transport
+
+__all__ = ["EngineClient"]
+
+SERVICE = "/engine.v1.EngineService/"
+
+
+class EngineClient:
+    """A client of one server, or of several replicas with calls spread over them in turn.
+
+    ``target`` is ``host:port``, ``unix:PATH``, ``dns:///host:port`` (every address the name resolves to, in
+    round-robin), or a list (or comma-separated string) of those. ``tls_ca`` turns on TLS (``tls_cert`` and
+    ``tls_key`` add a client certificate, for mutual TLS); ``token`` (or ``token_file``) is sent as
+    ``authorization: Bearer <token>``. ``connect_timeout`` bounds the wait for every target on entry;
+    ``timeout`` is the deadline of each call (None: none).
+    """
+
+    def __init__(
+        self,
+        target: str | Sequence[str] = "127.0.0.1:50051",
+        *,
+        tls_ca: str | None = None,
+        tls_cert: str | None = None,
+        tls_key: str | None = None,
+        token: str | None = None,
+        token_file: str | None = None,
+        connect_timeout: float = 10.0,
+        timeout: float | None = None,
+        options: Sequence[tuple[str, Any]] = (),
+    ) -> None:
+        targets = [t.strip() for t in target.split(",")] if isinstance(target, str) else list(target)
+        if token_file is not None:
+            token = Path(token_file).read_text().strip()
+        self.transport = Transport(
+            [t for t in targets if t], tls_ca=tls_ca, tls_cert=tls_cert, tls_key=tls_key, token=token, options=options
+        )
+        self.connect_timeout = connect_timeout
+        self.timeout = timeout
+
+    async def __aenter__(self) -> EngineClient:
+        try:
+            await self.transport.connect(self.connect_timeout)
+        except BaseException:
+            await self.transport.close()
+            raise
+        return self
+
+    async def __aexit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        await self.close()
+
+    async def close(self) -> None:
+        """Close the channels; generations still streaming are cancelled (killed on the server)."""
+        await self.transport.close()
+
+    async def _unary(self, method: str, request: Any, response: Any, channel: grpc.aio.Channel | None = None) -> Any:
+        channel = channel or self.transport.next_channel()
+        call = channel.unary_unary(
+            SERVICE + method,
+            request_serializer=type(request).SerializeToString,
+            response_deserializer=response.FromString,
+        )
+        try:
+            return await call(request, timeout=self.timeout, metadata=self.transport.metadata or None)
+        except grpc.aio.AioRpcError as error:
+            raise error_for(error.code(), error.details() or error.code().name) from None
+
+    async def describe(self, name: str = "") -> list[pb.EngineInfo]:
+        """The servers' description of every engine (or of the one named): types, descriptors, unary."""
+        try:
+            reply = await self._unary("ListEngines", pb.ListEnginesRequest(name=name), pb.ListEnginesResponse)
+        except EngineError as error:
+            if error.code is Code.NOT_FOUND:
+                raise EngineNotFound(error.message) from None
+            raise
+        return list(reply.engines)
+
+    async def list_engines(self) -> list[str]:
+        """The names of the engines served."""
+        return [info.name for info in await self.describe()]
+
+    async def get(self, name: str) -> RemoteEngine:
+        """The engine ``name`` as an :class:`~server.AnyEngine`; raises ``EngineNotFound`` naming those served."""
+        (info,) = await self.describe(name)
+        return RemoteEngine(info, self.transport, self.timeout)
+
+    async def stop(self, request_id: str, *, kill: bool = False) -> None:
+        """Stop (or kill) a generation by request id on whichever target runs it; NOT_FOUND if none does.
+
+        A stream's own ``context.stop_generating()`` is better: it travels on the generation's call.
+        """
+        request = pb.StopRequest(request_id=request_id, kill=kill)
+        missing: EngineError | None = None
+        for channel in self.transport.channels:
+            try:
+                await self._unary("Stop", request, pb.StopResponse, channel)
+                return
+            except EngineError as error:
+                if error.code is not Code.NOT_FOUND:
+                    raise
+                missing = error
+        assert missing is not None
+        raise missing

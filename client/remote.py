@@ -1,0 +1,260 @@
+"""Remote engines: an `AnyEngine` whose generations run on a server, behind the same `ResponseStream` API.
+
+A generation is one bidirectional ``Session`` call. The stream's context gets a linked child that turns the
+context's methods into the call's: ``stop_generating()`` sends the in-band stop on the call itself (so it
+reaches the replica serving it, whatever balancer sits in between) and ``kill()`` cancels the call. Nothing is
+retried once a call has started: a generation is not idempotent.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from typing import TYPE_CHECKING, Any
+
+import grpc
+from google.protobuf import any_pb2
+from google.protobuf.message import DecodeError, Message
+from google.rpc import status_pb2
+
+from generated.engine.v1 import engine_pb2 as pb
+from server.context import Context
+from server.engine import AnyEngine, Engine, Req, Resp
+from server.errors import Code, EngineError, InvalidRequest, error_for
+from server.stream import FinishReason, ResponseStream
+
+from .types import TypeCatalog, descriptor_differs
+
+if TYPE_CHECKING:
+    from .transport import Transport
+
+__all__ = ["RemoteEngine", "RemoteStream"]
+
+SESSION = "/engine.v1.EngineService/Session"
+TYPE_URL_PREFIX = "type.googleapis.com/"
+_STOP = pb.SessionRequest(control=pb.Control(action=pb.Control.ACTION_STOP_GENERATING)).SerializeToString()
+
+
+class RemoteEngine(AnyEngine):
+    """An engine served by a remote server, as :meth:`client.EngineClient.get` returns it.
+
+    It is an :class:`~server.AnyEngine` like a local one: ``downcast`` it, ``generate`` with it, or register
+    it in another server's registry to serve it again.
+    """
+
+    def __init__(self, info: pb.EngineInfo, transport: Transport, timeout: float | None) -> None:
+        super().__init__(
+            info.name,
+            request_type=info.request_type,
+            response_type=info.response_type,
+            error_type=info.error_type or None,
+            unary=info.unary,
+            description=info.description,
+        )
+        self.info = info
+        self.types = TypeCatalog(info.descriptors)
+        self._transport = transport
+        self._timeout = timeout
+
+    def downcast(
+        self, request: type[Req], response: type[Resp], error: type[Message] | None = None
+    ) -> Engine[Req, Resp] | None:
+        """As :meth:`AnyEngine.downcast`, by full name; a local class that the server describes differently
+        under the same name is reported with a warning."""
+        typed = super().downcast(request, response, error)
+        if typed is not None:
+            for cls in (request, response, error):
+                if cls is not None:
+                    descriptor_differs(cls, self.types)
+        return typed
+
+    async def open(
+        self, request: Message, context: Context, response_class: type[Message] | None = None
+    ) -> ResponseStream[Any]:
+        received = request.DESCRIPTOR.full_name
+        if received != self.request_type:
+            raise InvalidRequest(
+                f"engine {self.name!r} expects a request of type {self.request_type}, received {received}"
+            )
+        response_class = response_class or self.types.message_class(self.response_type)
+        error_class = self.types.message_class(self.error_type) if self.error_type else None
+        channel = self._transport.next_channel()
+        call: Any = channel.stream_stream(
+            SESSION, request_serializer=None, response_deserializer=pb.GenerateResponse.FromString
+        )(timeout=self._timeout, metadata=self._transport.metadata or None)
+        start = pb.SessionRequest(
+            start=pb.GenerateRequest(
+                engine=self.name,
+                request=any_pb2.Any(type_url=TYPE_URL_PREFIX + received, value=request.SerializeToString()),
+                request_id=context.id,
+            )
+        )
+        stream = RemoteStream(call, context, self.name, response_class, error_class)
+        try:
+            await call.write(start.SerializeToString())
+        except grpc.aio.AioRpcError as error:
+            raise _error(error, error_class, self.name) from None
+        except asyncio.InvalidStateError:
+            # The call already ended (refused before the start was sent): its status says why.
+            pass
+        return stream
+
+
+class _CallControl:
+    """Linked under the stream's context: stop is the in-band control message, kill cancels the call."""
+
+    __slots__ = ("call", "writes")
+
+    def __init__(self, call: Any) -> None:
+        self.call = call
+        self.writes: set[asyncio.Task[None]] = set()
+
+    def stop_generating(self) -> None:
+        if self.call.done() or self.writes:
+            return
+        task = asyncio.get_running_loop().create_task(self._send_stop())
+        self.writes.add(task)
+
+    stop = stop_generating
+
+    async def _send_stop(self) -> None:
+        # The call may have ended meanwhile: then there is nothing left to stop.
+        with contextlib.suppress(grpc.aio.AioRpcError, asyncio.InvalidStateError):
+            await self.call.write(_STOP)
+
+    def kill(self) -> None:
+        self.call.cancel()
+
+    def is_stopped(self) -> bool:
+        return bool(self.writes) or self.call.done()
+
+    def is_killed(self) -> bool:
+        return bool(self.call.cancelled())
+
+
+class RemoteStream(ResponseStream[Any]):
+    """The responses of a remote generation; the same API as a local stream."""
+
+    def __init__(
+        self,
+        call: Any,
+        context: Context,
+        engine: str,
+        response_class: type[Message],
+        error_class: type[Message] | None,
+    ) -> None:
+        super().__init__(context)
+        self._call = call
+        self._engine = engine
+        self._response_class = response_class
+        self._response_url = TYPE_URL_PREFIX + response_class.DESCRIPTOR.full_name
+        self._error_class = error_class
+        self._finish: FinishReason | None = None
+        self._ended = False
+        self._error: EngineError | None = None
+        context.link_child(_CallControl(call))
+
+    @property
+    def request_id(self) -> str:
+        return self.context.id
+
+    @property
+    def finish_reason(self) -> FinishReason | None:
+        return self._finish if self._ended else None
+
+    async def next_batch(self) -> list[Any]:
+        while True:
+            if self._ended:
+                if self._error is not None:
+                    raise self._error
+                return []
+            if self.context.is_killed():
+                return self._end()
+            try:
+                reply = await self._call.read()
+            except asyncio.CancelledError:
+                task = asyncio.current_task()
+                if self.context.is_killed() and (task is None or not task.cancelling()):
+                    # grpc raises CancelledError from read() when the call is cancelled under it: our own kill.
+                    return self._end()
+                raise
+            except grpc.aio.AioRpcError as error:
+                if self.context.is_killed():
+                    return self._end()
+                self._error = _error(error, self._error_class, self._engine)
+                self._end()
+                raise self._error from None
+            if reply is grpc.aio.EOF:
+                await self._closed()
+                continue
+            items = [self._decode(item) for item in reply.items]
+            if reply.finish_reason:
+                self._finish = FinishReason(reply.finish_reason)
+                self._end()
+            if items or self._ended:
+                return items
+
+    async def _closed(self) -> None:
+        """The call ended: fine after a finish reason; otherwise its status is the error."""
+        code = await self._call.code()
+        if code is grpc.StatusCode.OK and self._finish is None:
+            self._error = EngineError(
+                Code.DATA_LOSS, f"the stream of engine {self._engine!r} ended without a finish reason"
+            )
+        elif code is not grpc.StatusCode.OK:
+            if self.context.is_killed():
+                self._end()
+                return
+            details = await self._call.details()
+            trailing = await self._call.trailing_metadata()
+            self._error = _error_from(code, details, trailing, self._error_class, self._engine)
+        self._end()
+
+    def _decode(self, item: any_pb2.Any) -> Any:
+        if item.type_url != self._response_url:
+            self._call.cancel()
+            raise EngineError(
+                Code.INTERNAL, f"engine {self._engine!r} sent a {item.type_url} where {self._response_url} was expected"
+            )
+        try:
+            return self._response_class.FromString(item.value)
+        except DecodeError:
+            self._call.cancel()
+            raise EngineError(
+                Code.DATA_LOSS, f"a response of engine {self._engine!r} does not parse as {self._response_url}"
+            ) from None
+
+    def _end(self) -> list[Any]:
+        self._ended = True
+        self.context.mark_done()
+        return []
+
+    async def aclose(self) -> None:
+        if not self._ended:
+            self.context.kill()
+            self._end()
+
+    def __del__(self) -> None:
+        # A consumer that dropped its stream is gone: the remote generation must not run on for nobody.
+        if not self._ended and not self._call.done():
+            self._call.cancel()
+
+
+def _error(error: grpc.aio.AioRpcError, error_class: type[Message] | None, engine: str) -> EngineError:
+    return _error_from(error.code(), error.details(), error.trailing_metadata(), error_class, engine)
+
+
+def _error_from(
+    code: grpc.StatusCode, details: str | None, trailing: Any, error_class: type[Message] | None, engine: str
+) -> EngineError:
+    detail: Message | None = None
+    for key, value in trailing or ():
+        if key == "grpc-status-details-bin" and error_class is not None:
+            status = status_pb2.Status.FromString(value)
+            for packed in status.details:
+                if packed.type_url.endswith("/" + error_class.DESCRIPTOR.full_name):
+                    detail = error_class.FromString(packed.value)
+    message = details or code.name
+    if code is grpc.StatusCode.UNAVAILABLE and not details:
+        message = f"engine {engine!r}: the server is unavailable"
+    return error_for(code, message, detail)

@@ -1,0 +1,49 @@
+"""Composition across servers: an engine that calls an engine on another server.
+
+Serve the examples on one server, and this module on a second one that calls the first::
+
+    engine-server --port 50051                                        # upstream: echo, count, ...
+    ENGINE_UPSTREAM=127.0.0.1:50051 engine-server examples.relay:registry --port 50052
+    engine-client --target 127.0.0.1:50052 generate shout_remote '{"text": "hello there", "delay_s": 0.2}'
+
+`shout_remote` runs upstream `echo` on a linked child context: stopping or killing the call on the second
+server stops or kills `echo` on the first, across the hop.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import AsyncIterator
+
+from client import EngineClient
+from generated.examples.v1.examples_pb2 import EchoRequest, EchoResponse
+from server import Context, Engine, EngineRegistry, Unavailable
+
+__all__ = ["registry"]
+
+UPSTREAM = os.environ.get("ENGINE_UPSTREAM", "127.0.0.1:50051")
+
+registry = EngineRegistry()
+_client: EngineClient | None = None
+_echo: Engine[EchoRequest, EchoResponse] | None = None
+
+
+async def upstream_echo() -> Engine[EchoRequest, EchoResponse]:
+    """Connect on first use (the server's event loop only exists once it serves) and keep the connection."""
+    global _client, _echo
+    if _echo is None:
+        client = _client = _client or EngineClient(UPSTREAM)
+        await client.__aenter__()
+        echo = (await client.get("echo")).downcast(EchoRequest, EchoResponse)
+        if echo is None:
+            raise Unavailable(f"the upstream server {UPSTREAM} serves an `echo` with other types")
+        _echo = echo
+    return _echo
+
+
+@registry.engine("shout_remote", request=EchoRequest, response=EchoResponse)
+async def shout_remote(request: EchoRequest, ctx: Context) -> AsyncIterator[EchoResponse]:
+    """Calls `echo` on the upstream server (ENGINE_UPSTREAM) through a linked child context, upper-cased."""
+    echo = await upstream_echo()
+    async for item in await echo.generate(request, ctx.child()):
+        yield EchoResponse(text=item.text.upper())

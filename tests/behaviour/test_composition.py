@@ -1,0 +1,113 @@
+"""Remote engines composed across servers: stop and kill travel every hop; replicas each get their own stop."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+
+import pytest
+import pytest_asyncio
+
+from client import EngineClient
+from generated.examples.v1.examples_pb2 import CountRequest, CountResponse
+from server import Context, EngineRegistry, FinishReason
+from server.app import EngineServer, ServerConfig
+from tests.engines import PROBES, registry
+
+pytestmark = pytest.mark.asyncio
+
+
+@pytest_asyncio.fixture
+async def two_hops() -> AsyncIterator[EngineClient]:
+    """client -> middle server ("relay", a remote engine registered again) -> far server ("probe")."""
+    async with EngineServer(registry, ServerConfig(port=0)) as far, EngineClient(far.addresses[0]) as to_far:
+        middle_registry = EngineRegistry()
+        remote_probe = (await to_far.get("probe")).downcast(CountRequest, CountResponse)
+        assert remote_probe is not None
+        middle_registry.register("relay", remote_probe, description="probe, one server further")
+        async with (
+            EngineServer(middle_registry, ServerConfig(port=0)) as middle,
+            EngineClient(middle.addresses[0]) as client,
+        ):
+            yield client
+
+
+async def far_probe(request_id: str) -> str:
+    probe = PROBES[request_id + ".1"]  # the middle hop runs the far generation on a child context
+    await asyncio.wait_for(probe.ended.wait(), 3)
+    return f"{probe.exit} killed={probe.killed_in_finally}"
+
+
+async def test_kill_travels_two_hops(two_hops: EngineClient) -> None:
+    relay = (await two_hops.get("relay")).downcast(CountRequest, CountResponse)
+    assert relay is not None
+    ctx = Context()
+    stream = await relay.generate(CountRequest(delay_s=0.01), ctx)
+    async for item in stream:
+        if item.index == 2:
+            ctx.kill()
+    assert (await far_probe(ctx.id)).endswith("killed=True")
+
+
+async def test_stop_travels_two_hops(two_hops: EngineClient) -> None:
+    relay = (await two_hops.get("relay")).downcast(CountRequest, CountResponse)
+    assert relay is not None
+    ctx = Context()
+    stream = await relay.generate(CountRequest(delay_s=0.01), ctx)
+    got = []
+    async for item in stream:
+        got.append(item.index)
+        if item.index == 2:
+            ctx.stop_generating()
+    assert got == list(range(len(got))) and len(got) >= 3
+    assert stream.finish_reason is FinishReason.STOPPED
+    assert await far_probe(ctx.id) == "stopped killed=False"
+
+
+async def test_leaving_the_loop_kills_two_hops_away(two_hops: EngineClient) -> None:
+    relay = (await two_hops.get("relay")).downcast(CountRequest, CountResponse)
+    assert relay is not None
+    ctx = Context()
+    async for _ in await relay.generate(CountRequest(delay_s=0.01), ctx):
+        break
+    assert (await far_probe(ctx.id)).endswith("killed=True")
+
+
+async def test_replicas_share_calls_and_each_stop_reaches_its_replica() -> None:
+    async with (
+        EngineServer(registry, ServerConfig(port=0)) as a,
+        EngineServer(registry, ServerConfig(port=0)) as b,
+        EngineClient([a.addresses[0], b.addresses[0]]) as client,
+    ):
+        probe = (await client.get("probe")).downcast(CountRequest, CountResponse)
+        assert probe is not None
+        streams = [await probe.generate(CountRequest(delay_s=0.01)) for _ in range(4)]
+        for stream in streams:
+            assert await stream.next_batch()
+        assert len(a.inflight) == 2 and len(b.inflight) == 2
+        for stream in streams:
+            stream.context.stop_generating()  # in-band: no Stop call that could land on the wrong replica
+        for stream in streams:
+            while await stream.next_batch():
+                pass
+            assert stream.finish_reason is FinishReason.STOPPED
+            assert PROBES[stream.context.id].exit == "stopped"
+        assert len(a.inflight) == 0 and len(b.inflight) == 0
+
+
+async def test_client_stop_by_id_finds_the_replica() -> None:
+    async with (
+        EngineServer(registry, ServerConfig(port=0)) as a,
+        EngineServer(registry, ServerConfig(port=0)) as b,
+        EngineClient([a.addresses[0], b.addresses[0]]) as client,
+    ):
+        probe = (await client.get("probe")).downcast(CountRequest, CountResponse)
+        assert probe is not None
+        streams = [await probe.generate(CountRequest(delay_s=0.01)) for _ in range(2)]
+        for stream in streams:
+            await stream.next_batch()
+            await client.stop(stream.context.id)
+        for stream in streams:
+            while await stream.next_batch():
+                pass
+            assert stream.finish_reason is FinishReason.STOPPED

@@ -1,0 +1,139 @@
+"""`engine-client` as a user runs it, against a real `engine-server` subprocess: no local stubs involved."""
+
+from __future__ import annotations
+
+import json
+import signal
+import subprocess
+import time
+
+import pytest
+
+from tests.e2e.conftest import BIN, ServerProcess
+
+
+@pytest.fixture
+def address(start_server: type[ServerProcess]) -> str:
+    return start_server("tests.engines:registry", "--port", "0").wait_listening()
+
+
+def client(address: str, *args: str, timeout: float = 60) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [str(BIN / "engine-client"), "--target", address, *args],
+        check=False,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
+
+
+def test_list_is_a_readable_table(address: str) -> None:
+    result = client(address, "list")
+    assert result.returncode == 0, result.stderr
+    lines = result.stdout.splitlines()
+    assert lines[0].split()[:5] == ["NAME", "KIND", "REQUEST", "RESPONSE", "ERROR"]
+    rows = {line.split()[0]: line.split() for line in lines[1:]}
+    assert rows["count"][1:5] == [
+        "stream",
+        "examples.v1.CountRequest",
+        "examples.v1.CountResponse",
+        "examples.v1.CountError",
+    ]
+    assert rows["reverse"][1] == "unary"
+
+
+def test_describe_shows_types_and_fields(address: str) -> None:
+    result = client(address, "describe", "count")
+    assert result.returncode == 0, result.stderr
+    assert "request: examples.v1.CountRequest" in result.stdout
+    assert "count = 1: int64" in result.stdout and "payload = 2: string" in result.stdout
+    assert "error: examples.v1.CountError" in result.stdout
+
+
+def test_generate_prints_json_lines_and_the_finish(address: str) -> None:
+    result = client(address, "generate", "echo", '{"text": "hello streaming world"}')
+    assert result.returncode == 0, result.stderr
+    assert [json.loads(line) for line in result.stdout.splitlines()] == [
+        {"text": "hello"},
+        {"text": "streaming"},
+        {"text": "world"},
+    ]
+    assert "completed: 3 items" in result.stderr
+
+
+def test_stop_after_asks_for_a_graceful_stop(address: str) -> None:
+    result = client(address, "generate", "count", '{"count": 1000, "delay_s": 0.01}', "--stop-after", "3")
+    assert result.returncode == 0, result.stderr
+    indexes = [json.loads(line)["index"] for line in result.stdout.splitlines()]
+    assert indexes[:3] == ["0", "1", "2"] and len(indexes) < 1000
+    assert "stopped:" in result.stderr
+
+
+def test_sigint_mid_stream_kills_the_generation_and_exits_130(address: str) -> None:
+    proc = subprocess.Popen(
+        [str(BIN / "engine-client"), "--target", address, "generate", "probe", '{"delay_s": 0.01}'],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    request_id = ""
+    try:
+        assert proc.stdout is not None
+        assert json.loads(proc.stdout.readline()) == {"index": "0", "payload": ""}
+        proc.send_signal(signal.SIGINT)
+        _, err = proc.communicate(timeout=30)
+        assert proc.returncode == 130, err
+        assert "interrupted" in err
+        request_id = err.split("generation ")[1].split()[0]
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.communicate()
+    for _ in range(100):
+        report = client(address, "generate", "probe_report", json.dumps({"text": request_id}))
+        if "running" not in report.stdout:
+            break
+        time.sleep(0.05)
+    assert json.loads(report.stdout.splitlines()[0])["text"] in ("cancelled killed=True", "generator-exit killed=True")
+
+
+def test_bad_json_names_the_field_and_the_type(address: str) -> None:
+    result = client(address, "generate", "count", '{"cont": 1}')
+    assert result.returncode != 0
+    assert "examples.v1.CountRequest" in result.stderr and '"cont"' in result.stderr
+    assert "Traceback" not in result.stderr
+    result = client(address, "generate", "count", '{"count": "many"}')
+    assert result.returncode != 0 and "count" in result.stderr and "examples.v1.CountRequest" in result.stderr
+    result = client(address, "generate", "count", "{not json")
+    assert result.returncode != 0 and "examples.v1.CountRequest" in result.stderr
+
+
+def test_unknown_engine_lists_the_names_served(address: str) -> None:
+    result = client(address, "generate", "nope", "{}")
+    assert result.returncode == 1
+    assert "NOT_FOUND" in result.stderr and "'nope'" in result.stderr and "echo" in result.stderr
+
+
+def test_typed_error_shows_code_message_and_detail(address: str) -> None:
+    result = client(address, "generate", "count", '{"count": -1}')
+    assert result.returncode == 1
+    assert "INVALID_ARGUMENT: count must be between" in result.stderr
+    assert '"field": "count"' in result.stderr
+
+
+def test_timeout_is_a_deadline(address: str) -> None:
+    result = client(address, "--timeout", "0.3", "generate", "probe", '{"delay_s": 0.01}')
+    assert result.returncode == 1 and "DEADLINE_EXCEEDED" in result.stderr
+
+
+def test_unreachable_target_is_a_clear_error() -> None:
+    result = client("127.0.0.1:1", "--connect-timeout", "0.5", "list")
+    assert result.returncode == 1 and "UNAVAILABLE" in result.stderr and "127.0.0.1:1" in result.stderr
+
+
+def test_composition_example_calls_an_engine_on_another_server(start_server: type[ServerProcess]) -> None:
+    upstream = start_server("--port", "0").wait_listening()
+    relay = start_server("examples.relay:registry", "--port", "0", env={"ENGINE_UPSTREAM": upstream})
+    result = client(relay.wait_listening(), "generate", "shout_remote", '{"text": "hello there"}')
+    assert result.returncode == 0, result.stderr + relay.output
+    assert [json.loads(line)["text"] for line in result.stdout.splitlines()] == ["HELLO", "THERE"]
