@@ -24,21 +24,24 @@ __all__ = ["registry"]
 UPSTREAM = os.environ.get("ENGINE_UPSTREAM", "127.0.0.1:50051")
 
 registry = EngineRegistry()
-_client: EngineClient | None = None
-_echo: Engine[EchoRequest, EchoResponse] | None = None
+
+
+class _Upstream:
+    """The connection to the upstream server, opened on first use: the event loop exists only once serving."""
+
+    client: EngineClient | None = None
+    echo: Engine[EchoRequest, EchoResponse] | None = None
 
 
 async def upstream_echo() -> Engine[EchoRequest, EchoResponse]:
-    """Connect on first use (the server's event loop only exists once it serves) and keep the connection."""
-    global _client, _echo
-    if _echo is None:
-        client = _client = _client or EngineClient(UPSTREAM)
-        await client.__aenter__()
-        echo = (await client.get("echo")).downcast(EchoRequest, EchoResponse)
+    if _Upstream.echo is None:
+        if _Upstream.client is None:
+            _Upstream.client = await EngineClient(UPSTREAM).__aenter__()
+        echo = (await _Upstream.client.get("echo")).downcast(EchoRequest, EchoResponse)
         if echo is None:
             raise Unavailable(f"the upstream server {UPSTREAM} serves an `echo` with other types")
-        _echo = echo
-    return _echo
+        _Upstream.echo = echo
+    return _Upstream.echo
 
 
 @registry.engine("shout_remote", request=EchoRequest, response=EchoResponse)
