@@ -2,15 +2,17 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from contextlib import AsyncExitStack
 
 import grpc
+import pytest
 import pytest_asyncio
 
 from generated.engine.v1 import engine_pb2_grpc as pbg
 from server.app import EngineServer, ServerConfig
 from tests.engines import registry
+from tests.processes import ServerProcess, tracked_servers
 
 ServerFactory = Callable[..., Awaitable[EngineServer]]
 
@@ -44,3 +46,9 @@ async def channel(server: EngineServer) -> AsyncIterator[grpc.aio.Channel]:
 @pytest_asyncio.fixture
 async def stub(channel: grpc.aio.Channel) -> pbg.EngineServiceAsyncStub:
     return pbg.EngineServiceStub(channel)
+
+
+@pytest.fixture
+def start_server() -> Iterator[type[ServerProcess]]:
+    """Start `engine-server` subprocesses: `start_server(*args).wait_listening()`; all are killed at the end."""
+    yield from tracked_servers()

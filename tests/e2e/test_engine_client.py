@@ -9,7 +9,7 @@ import time
 
 import pytest
 
-from tests.e2e.conftest import BIN, ServerProcess
+from tests.processes import BIN, ServerProcess
 
 
 @pytest.fixture

@@ -16,8 +16,8 @@ import pytest
 from generated.engine.v1 import engine_pb2 as pb
 from generated.engine.v1 import engine_pb2_grpc as pbg
 from generated.examples.v1.examples_pb2 import CountRequest, CountResponse, EchoRequest, EchoResponse
-from tests.e2e.conftest import BIN, ServerProcess
 from tests.helpers import collect, generate_request
+from tests.processes import BIN, ServerProcess
 
 
 async def echo_words(address: str, text: str = "a b") -> list[str]:

@@ -57,11 +57,14 @@ async def test_fast_items_are_coalesced_in_order(stub: pbg.EngineServiceAsyncStu
 async def test_a_paced_engines_items_are_not_held_back(stub: pbg.EngineServiceAsyncStub) -> None:
     call = stub.Generate(generate_request("count", CountRequest(count=5, delay_s=0.1)))
     arrivals: list[float] = []
+    sizes = []
     started = time.monotonic()
     async for reply in call:
         arrivals.extend(time.monotonic() - started for _ in reply.items)
-    # Each item leaves when it is produced, not when a batch would be full: the first one at once.
-    assert len(arrivals) == 5 and arrivals[0] < 0.09 and arrivals[-1] > 0.35
+        sizes.append(len(reply.items))
+    # Each item leaves when it is produced, in a message of its own, not when a batch would be full.
+    assert len(arrivals) == 5 and arrivals[-1] > 0.35
+    assert [size for size in sizes if size] == [1, 1, 1, 1, 1]
 
 
 async def test_stop_ends_the_stream_with_stopped(stub: pbg.EngineServiceAsyncStub) -> None:

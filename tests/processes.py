@@ -1,4 +1,4 @@
-"""Fixtures that run the installed console scripts as subprocesses."""
+"""The installed console scripts as subprocesses, for the end-to-end tests (fixture `start_server`)."""
 
 from __future__ import annotations
 
@@ -8,13 +8,12 @@ import signal
 import subprocess
 import sys
 import threading
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
-import pytest
-
 BIN = Path(sys.executable).parent
-ROOT = Path(__file__).resolve().parents[2]
+ROOT = Path(__file__).resolve().parents[1]
 LISTENING = re.compile(r"listening on (\S+?)[, ]")
 
 
@@ -52,6 +51,14 @@ class ServerProcess:
             raise AssertionError(f"engine-server did not start: {self.output}")
         return self.address
 
+    def wait_for_output(self, text: str, timeout: float = 30) -> None:
+        """Wait until ``text`` appears in the server's output (bounded polling of what the reader collected)."""
+        deadline = time.monotonic() + timeout
+        while text not in self.output:
+            if time.monotonic() > deadline or self.proc.poll() is not None:
+                raise AssertionError(f"{text!r} never appeared: {self.output}")
+            time.sleep(0.01)
+
     @property
     def output(self) -> str:
         return "".join(self.lines)
@@ -73,8 +80,8 @@ class ServerProcess:
             self.proc.stdout.close()
 
 
-@pytest.fixture
-def start_server() -> Iterator[type[ServerProcess]]:
+def tracked_servers() -> Iterator[type[ServerProcess]]:
+    """A ServerProcess class whose instances are all killed when the generator resumes (fixture teardown)."""
     started: list[ServerProcess] = []
 
     class Tracked(ServerProcess):
