@@ -73,42 +73,47 @@ async def test_leaving_the_loop_kills_two_hops_away(two_hops: EngineClient) -> N
     assert (await far_probe(ctx.id)).endswith("killed=True")
 
 
-async def test_replicas_share_calls_and_each_stop_reaches_its_replica() -> None:
+@pytest_asyncio.fixture
+async def replicas() -> AsyncIterator[tuple[EngineServer, EngineServer, EngineClient]]:
+    """Two servers of the same engines, and one client spreading its calls over both."""
     async with (
         EngineServer(registry, ServerConfig(port=0)) as a,
         EngineServer(registry, ServerConfig(port=0)) as b,
         EngineClient([a.addresses[0], b.addresses[0]]) as client,
     ):
-        probe = (await client.get("probe")).downcast(CountRequest, CountResponse)
-        assert probe is not None
-        streams = [await probe.generate(CountRequest(delay_s=0.01)) for _ in range(4)]
-        for stream in streams:
-            assert await stream.next_batch()
-        assert len(a.inflight) == 2 and len(b.inflight) == 2
-        for stream in streams:
-            stream.context.stop_generating()  # in-band: no Stop call that could land on the wrong replica
-        for stream in streams:
-            while await stream.next_batch():
-                pass
-            assert stream.finish_reason is FinishReason.STOPPED
-            assert PROBES[stream.context.id].exit == "stopped"
-        # The client has its last message a moment before each server's handler has wound down.
-        assert await a.inflight.wait_empty(2) and await b.inflight.wait_empty(2)
+        yield a, b, client
 
 
-async def test_client_stop_by_id_finds_the_replica() -> None:
-    async with (
-        EngineServer(registry, ServerConfig(port=0)) as a,
-        EngineServer(registry, ServerConfig(port=0)) as b,
-        EngineClient([a.addresses[0], b.addresses[0]]) as client,
-    ):
-        probe = (await client.get("probe")).downcast(CountRequest, CountResponse)
-        assert probe is not None
-        streams = [await probe.generate(CountRequest(delay_s=0.01)) for _ in range(2)]
-        for stream in streams:
-            await stream.next_batch()
-            await client.stop(stream.context.id)
-        for stream in streams:
-            while await stream.next_batch():
-                pass
-            assert stream.finish_reason is FinishReason.STOPPED
+async def test_replicas_share_calls_and_each_stop_reaches_its_replica(
+    replicas: tuple[EngineServer, EngineServer, EngineClient],
+) -> None:
+    a, b, client = replicas
+    probe = (await client.get("probe")).downcast(CountRequest, CountResponse)
+    assert probe is not None
+    streams = [await probe.generate(CountRequest(delay_s=0.01)) for _ in range(4)]
+    for stream in streams:
+        assert await stream.next_batch()
+    assert len(a.inflight) == 2 and len(b.inflight) == 2
+    for stream in streams:
+        stream.context.stop_generating()  # in-band: no Stop call that could land on the wrong replica
+    for stream in streams:
+        while await stream.next_batch():
+            pass
+        assert stream.finish_reason is FinishReason.STOPPED
+        assert PROBES[stream.context.id].exit == "stopped"
+    # The client has its last message a moment before each server's handler has wound down.
+    assert await a.inflight.wait_empty(2) and await b.inflight.wait_empty(2)
+
+
+async def test_client_stop_by_id_finds_the_replica(replicas: tuple[EngineServer, EngineServer, EngineClient]) -> None:
+    _, _, client = replicas
+    probe = (await client.get("probe")).downcast(CountRequest, CountResponse)
+    assert probe is not None
+    streams = [await probe.generate(CountRequest(delay_s=0.01)) for _ in range(2)]
+    for stream in streams:
+        await stream.next_batch()
+        await client.stop(stream.context.id)
+    for stream in streams:
+        while await stream.next_batch():
+            pass
+        assert stream.finish_reason is FinishReason.STOPPED

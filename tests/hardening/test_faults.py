@@ -232,19 +232,23 @@ def _flip(data: bytes, flips: list[tuple[int, int]]) -> bytearray:
     return out
 
 
+def final_code(call: Any) -> grpc.StatusCode:
+    """Read a synchronous call to its end and return its status code."""
+    try:
+        for _ in call:
+            pass
+    except grpc.RpcError as error:
+        return error.code()
+    return grpc.StatusCode.OK
+
+
 @settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(payloads)
 def test_fuzz_generate_never_internal_never_hangs(
     fuzz_target: tuple[grpc.Channel, BackgroundServer], data: bytes
 ) -> None:
     channel: Any = fuzz_target[0]
-    call: Any = channel.unary_stream("/engine.v1.EngineService/Generate")(data, timeout=10)
-    try:
-        for _ in call:
-            pass
-        code = grpc.StatusCode.OK
-    except grpc.RpcError as error:
-        code = error.code()
+    code = final_code(channel.unary_stream("/engine.v1.EngineService/Generate")(data, timeout=10))
     assert code in ACCEPTABLE, (code, data)
 
 
@@ -258,13 +262,7 @@ def test_fuzz_session_never_internal_never_hangs(
     # Half the sessions start properly, so that the fuzzed bytes reach the control path too.
     first = pb.SessionRequest(start=pb.GenerateRequest.FromString(VALID[1])).SerializeToString()
     frames = [first, *messages] if valid_start else messages
-    call: Any = channel.stream_stream("/engine.v1.EngineService/Session")(iter(frames), timeout=10)
-    try:
-        for _ in call:
-            pass
-        code = grpc.StatusCode.OK
-    except grpc.RpcError as error:
-        code = error.code()
+    code = final_code(channel.stream_stream("/engine.v1.EngineService/Session")(iter(frames), timeout=10))
     assert code in ACCEPTABLE | {grpc.StatusCode.ABORTED}, (code, messages)
     assert len(background.server.inflight) <= 1  # nothing piles up
 
