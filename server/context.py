@@ -125,7 +125,8 @@ class Context:
 
     def is_stopped(self) -> bool:
         """True once a stop or a kill was asked for."""
-        return self._state >= _STOPPED
+        # Engines call this once per item: a literal compare is measurably cheaper than a global lookup.
+        return self._state > 0
 
     def is_killed(self) -> bool:
         """True once a kill was asked for. Killed is terminal."""
