@@ -13,6 +13,7 @@ It logs ``bare-server listening on 127.0.0.1:PORT`` to stderr once it serves (th
 - ``/bare.Bare/Count`` (unary-stream): a serialized ``CountRequest`` in, ``CountResponse`` messages out,
   ``delay_s`` apart (0: flat out), written with ``context.write``;
 - ``/bare.Bare/CountGen``: the same as an async-generator handler (the harness uses whichever is faster);
+- ``/bare.Bare/Stamped``: like ``Count``, each item's payload being ``time.time()`` just before its write;
 - ``/bare.Bare/Probe``: like ``Count``, and when the call is cancelled it records ``time.time()`` in its
   ``finally``, keyed by the ``x-request-id`` metadata: the bare equivalent of the engine seeing its kill;
 - ``/bare.Bare/ProbeTimes`` (unary): the recorded times as JSON ``{request_id: time}``, and forgets them.
@@ -34,11 +35,12 @@ import grpc
 
 from generated.examples.v1.examples_pb2 import CountRequest, CountResponse
 
-__all__ = ["COUNT", "COUNT_GEN", "PROBE", "PROBE_TIMES", "SERVICE", "main", "run"]
+__all__ = ["COUNT", "COUNT_GEN", "PROBE", "PROBE_TIMES", "SERVICE", "STAMPED", "main", "run"]
 
 SERVICE = "bare.Bare"
 COUNT = f"/{SERVICE}/Count"
 COUNT_GEN = f"/{SERVICE}/CountGen"
+STAMPED = f"/{SERVICE}/Stamped"
 PROBE = f"/{SERVICE}/Probe"
 PROBE_TIMES = f"/{SERVICE}/ProbeTimes"
 
@@ -75,6 +77,13 @@ class Bare:
                 await asyncio.sleep(delay)
             yield CountResponse(index=index, payload=payload).SerializeToString()
 
+    async def stamped(self, raw: bytes, context: Context) -> None:
+        request = CountRequest.FromString(raw)
+        for index in range(request.count):
+            if index:
+                await asyncio.sleep(request.delay_s)
+            await context.write(CountResponse(index=index, payload=repr(time.time())).SerializeToString())
+
     async def probe(self, raw: bytes, context: Context) -> None:
         request_id = dict(context.invocation_metadata() or ()).get(REQUEST_ID_KEY, "")
         cancelled = False
@@ -100,6 +109,7 @@ class Bare:
             {
                 "Count": grpc.unary_stream_rpc_method_handler(self.count),
                 "CountGen": grpc.unary_stream_rpc_method_handler(self.count_gen),
+                "Stamped": grpc.unary_stream_rpc_method_handler(self.stamped),
                 "Probe": grpc.unary_stream_rpc_method_handler(self.probe),
                 "ProbeTimes": grpc.unary_unary_rpc_method_handler(self.probe_times),
             },

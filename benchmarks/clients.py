@@ -19,7 +19,7 @@ from google.protobuf.message import Message
 from google.protobuf.struct_pb2 import Struct
 
 from generated.engine.v1 import engine_pb2, engine_pb2_grpc
-from generated.examples.v1.examples_pb2 import CountRequest
+from generated.examples.v1.examples_pb2 import CountRequest, CountResponse
 
 from . import bare_server
 
@@ -58,6 +58,14 @@ class Client(abc.ABC):
         """
 
     @abc.abstractmethod
+    def stamped(self, count: int, delay_s: float, *, timeout: float) -> Call:
+        """Start ``count`` items ``delay_s`` apart, each carrying the server's ``time.time()`` when it was made."""
+
+    @abc.abstractmethod
+    def stamps(self, message: Any) -> list[float]:
+        """The times carried by the items of a message of a ``stamped`` stream."""
+
+    @abc.abstractmethod
     def probe(self, request_id: str, count: int, delay_s: float, *, timeout: float) -> Call:
         """Start a cancel probe: a paced stream that records when it is killed, under ``request_id``."""
 
@@ -89,6 +97,7 @@ class BareClient(Client):
         # No deserializer: messages stay raw bytes, one item each, never decoded.
         self._count: RawStream = self.channel.unary_stream(bare_server.COUNT)
         self._count_gen: RawStream = self.channel.unary_stream(bare_server.COUNT_GEN)
+        self._stamped: RawStream = self.channel.unary_stream(bare_server.STAMPED)
         self._probe: RawStream = self.channel.unary_stream(bare_server.PROBE)
         self._probe_times: grpc.aio.UnaryUnaryMultiCallable[bytes, bytes] = self.channel.unary_unary(
             bare_server.PROBE_TIMES
@@ -97,6 +106,12 @@ class BareClient(Client):
     def count(self, count: int, size: int = 16, delay_s: float = 0.0, *, timeout: float, variant: str = "") -> Call:
         method = self._count_gen if variant == "generator" else self._count
         return method(CountRequest(count=count, size=size, delay_s=delay_s).SerializeToString(), timeout=timeout)
+
+    def stamped(self, count: int, delay_s: float, *, timeout: float) -> Call:
+        return self._stamped(CountRequest(count=count, delay_s=delay_s).SerializeToString(), timeout=timeout)
+
+    def stamps(self, message: Any) -> list[float]:
+        return [float(CountResponse.FromString(message).payload)]
 
     def probe(self, request_id: str, count: int, delay_s: float, *, timeout: float) -> Call:
         request = CountRequest(count=count, delay_s=delay_s).SerializeToString()
@@ -128,6 +143,17 @@ class ProjectClient(Client):
 
     def count(self, count: int, size: int = 16, delay_s: float = 0.0, *, timeout: float, variant: str = "") -> Call:
         return self._start("count", CountRequest(count=count, size=size, delay_s=delay_s), timeout)
+
+    def stamped(self, count: int, delay_s: float, *, timeout: float) -> Call:
+        return self._start("stamped", CountRequest(count=count, delay_s=delay_s), timeout)
+
+    def stamps(self, message: Any) -> list[float]:
+        stamps = []
+        for item in message.items:
+            response = CountResponse()
+            item.Unpack(response)
+            stamps.append(float(response.payload))
+        return stamps
 
     def probe(self, request_id: str, count: int, delay_s: float, *, timeout: float) -> Call:
         return self._start("cancel_probe", CountRequest(count=count, delay_s=delay_s), timeout, request_id)

@@ -3,6 +3,8 @@
 - the built-in examples (``count`` is the fast and the paced engine of the figures);
 - ``cancel_probe``: ``count`` items ``delay_s`` apart; when it is killed, its ``finally`` records
   ``time.time()`` under the request id, the moment the engine itself learnt of the kill;
+- ``stamped``: ``count`` items ``delay_s`` apart, each carrying ``time.time()`` at its ``yield`` as its payload, so
+  the client can tell how long an item took from the engine to the client (what coalescing could add);
 - ``kill_times``: a unary engine returning those records as a ``Struct`` ``{request_id: time}`` and forgetting
   them. The client records its own ``time.time()`` when it cancels; the difference is cancel-to-kill latency.
 
@@ -46,6 +48,17 @@ async def cancel_probe(request: CountRequest, ctx: Context) -> AsyncIterator[Cou
             if len(_killed_at) >= MAX_PROBES:
                 _killed_at.clear()
             _killed_at[ctx.id] = time.time()
+
+
+@registry.engine("stamped", request=CountRequest, response=CountResponse)
+async def stamped(request: CountRequest, ctx: Context) -> AsyncIterator[CountResponse]:
+    """Streams `count` items `delay_s` apart, each with `time.time()` at its yield as its payload."""
+    for index in range(request.count):
+        if ctx.is_stopped():
+            return
+        if index:
+            await asyncio.sleep(request.delay_s)
+        yield CountResponse(index=index, payload=repr(time.time()))
 
 
 @registry.engine("kill_times", request=Empty, response=Struct)
