@@ -184,35 +184,44 @@ async def paced(bench: Bench) -> Figure:
     )
 
 
+async def _cancel_probe(client: Client, request_id: str, rng: random.Random) -> float:
+    """Start a probe, cancel it at a random point, and return the client's ``time.time()`` at the cancel."""
+    call = client.probe(request_id, 100_000, PROBE_PACE, timeout=SLACK)
+    # A random point: after 1-3 items, then part of a pace, so the engine is anywhere in its loop.
+    wanted, got = rng.randint(1, 3), 0
+    async for message in call:
+        got += client.items_in(message)
+        if got >= wanted:
+            break
+    await asyncio.sleep(rng.uniform(0, PROBE_PACE))
+    cancelled = time.time()
+    call.cancel()
+    # Let the kill land before the next probe starts, so that probes do not overlap.
+    await asyncio.sleep(0.01)
+    return cancelled
+
+
 async def cancel(bench: Bench) -> Figure:
     """(e) Cancel-to-kill: from the client's cancel to the engine's ``finally`` seeing the kill; p99 < 5 ms."""
     rng = random.Random(7)
     latencies: dict[str, list[float]] = {}
     missing: dict[str, int] = {}
     n = bench.sizes.cancel_probes
-    for kind in ("bare", "project"):
-        async with bench.clients(kind) as (client,):
-            cancelled_at: dict[str, float] = {}
-            for i in range(n):
-                request_id = f"probe-{kind}-{i}-{uuid.uuid4().hex[:8]}"
-                call = client.probe(request_id, 100_000, PROBE_PACE, timeout=SLACK)
-                # A random point: after 1-3 items, then part of a pace, so the engine is anywhere in its loop.
-                wanted, got = rng.randint(1, 3), 0
-                async for message in call:
-                    got += client.items_in(message)
-                    if got >= wanted:
-                        break
-                await asyncio.sleep(rng.uniform(0, PROBE_PACE))
-                cancelled_at[request_id] = time.time()
-                call.cancel()
-                # Let the kill land before the next probe starts, so that probes do not overlap.
-                await asyncio.sleep(0.01)
-            await asyncio.sleep(0.2)
+    cancelled_at: dict[str, dict[str, float]] = {"bare": {}, "project": {}}
+    async with bench.clients("bare") as (bare,), bench.clients("project") as (project,):
+        for i in range(n):
+            # Alternating probe by probe: both servers see the same moments of a noisy machine.
+            for client in (bare, project):
+                request_id = f"probe-{client.kind}-{i}-{uuid.uuid4().hex[:8]}"
+                cancelled_at[client.kind][request_id] = await _cancel_probe(client, request_id, rng)
+        await asyncio.sleep(0.2)  # the last kill's `finally` runs about a millisecond after its cancel
+        for client in (bare, project):
             killed_at = await client.kill_times()
-            latencies[kind] = [(killed_at[r] - t) * 1000 for r, t in cancelled_at.items() if r in killed_at]
-            missing[kind] = sum(1 for r in cancelled_at if r not in killed_at)
-            if not latencies[kind]:
-                raise RuntimeError(f"{kind}: no cancel probe recorded a kill")
+            sent = cancelled_at[client.kind]
+            latencies[client.kind] = [(killed_at[r] - t) * 1000 for r, t in sent.items() if r in killed_at]
+            missing[client.kind] = sum(1 for r in sent if r not in killed_at)
+            if not latencies[client.kind]:
+                raise RuntimeError(f"{client.kind}: no cancel probe recorded a kill")
     return Figure(
         "cancel",
         "cancel to engine killed (seen by the engine)",
