@@ -27,12 +27,17 @@ READY = re.compile(r"listening on ([^\s,]+:\d+)")
 START_TIMEOUT = 30.0
 STOP_TIMEOUT = 10.0
 
-# Sets the CPU affinity and then becomes the server: pinning before exec means every thread grpc starts in
-# the server inherits it (pinning a running process from outside reaches its main thread only).
-_PIN_AND_EXEC = (
-    "import os, sys; os.sched_setaffinity(0, {int(c) for c in sys.argv[1].split(',')}); "
-    "os.execv(sys.argv[2], sys.argv[2:])"
-)
+# Runs as `python -c _LAUNCH CPUS COMMAND...` and then becomes the server. Pinning before exec means every
+# thread grpc starts in the server inherits it (pinning a running process from outside reaches its main
+# thread only). PR_SET_PDEATHSIG (1) survives the exec: should the harness die without its `finally`
+# running (SIGKILL, SIGTERM), its servers get SIGTERM instead of running on as orphans.
+_LAUNCH = """
+import ctypes, os, signal, sys
+ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGTERM)
+if sys.argv[1]:
+    os.sched_setaffinity(0, {int(c) for c in sys.argv[1].split(",")})
+os.execv(sys.argv[2], sys.argv[2:])
+"""
 
 
 class ServerFailed(RuntimeError):
@@ -86,8 +91,8 @@ class ServerProcess:
     def __init__(self, name: str, command: list[str], cpus: Sequence[int] = ()) -> None:
         self.name = name
         self.command = command
-        if cpus:
-            command = [sys.executable, "-c", _PIN_AND_EXEC, ",".join(map(str, cpus)), *command]
+        if sys.platform == "linux":
+            command = [sys.executable, "-c", _LAUNCH, ",".join(map(str, cpus)), *command]
         self.tail: deque[str] = deque(maxlen=50)
         self._ready = threading.Event()
         self.address = ""
