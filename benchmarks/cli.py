@@ -137,7 +137,12 @@ def main(argv: list[str] | None = None) -> int:
     started = time.time()
     stamp = time.strftime("%Y%m%d-%H%M%S", time.localtime(started))
 
-    ran = run_loop(run_figures(selected, {"sizes": sizes, "loop": loop, "pinning": pinning}), loop)
+    try:
+        ran = run_loop(run_figures(selected, {"sizes": sizes, "loop": loop, "pinning": pinning}), loop)
+    except KeyboardInterrupt:
+        # The servers were stopped on the way out; a partial run writes no results.
+        print("interrupted: no results written", file=sys.stderr)
+        return 130
     results = {key: ran.get(key) or Figure(key, FIGURES[key][0], "skipped", "not selected (--only)") for key in FIGURES}
 
     args.out.mkdir(parents=True, exist_ok=True)
