@@ -1,0 +1,173 @@
+"""``python -m benchmarks``: run the figures against both servers, write JSON and a chart, print a table.
+
+Speed is reported, never asserted: the exit status is non-zero only when a figure could not be measured.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import sys
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import asdict, replace
+from pathlib import Path
+from typing import Any
+
+from tqdm import tqdm  # type: ignore[import-untyped]  # tqdm ships no type information
+
+from . import figures, load
+from .bare_server import run as run_loop
+from .harness import FULL, PROJECT_TARGETS, QUICK, Bench
+from .procs import Pinning, ServerProcess, bare_command, plan_pinning, project_command, running
+from .report import Figure, machine_info, write_chart, write_json
+
+__all__ = ["FIGURES", "main"]
+
+FigureFn = Callable[[Bench], Awaitable[Figure]]
+
+# In running order; memory and workers start servers of their own.
+FIGURES: dict[str, tuple[str, FigureFn]] = {
+    "throughput": ("(a) items/s, one stream, fast engine", figures.throughput),
+    "first_response": ("(b) time to first response", figures.first_response),
+    "paced": ("(c) paced engine, extra gap", figures.paced),
+    "concurrent": ("(d) concurrent paced streams", load.concurrent),
+    "cancel": ("(e) cancel to engine killed", figures.cancel),
+    "memory": ("(f) memory per open stream", load.memory),
+    "workers": ("(g) 1 vs 2 workers", load.workers),
+}
+
+DEFAULT_OUT = Path(__file__).resolve().parent / "results"
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(
+        prog="python -m benchmarks",
+        description="Benchmark engine-server against a bare grpc.aio server in the same run; report ratios.",
+    )
+    parser.add_argument("--quick", action="store_true", help="tiny sizes: a smoke run of seconds")
+    parser.add_argument(
+        "--only",
+        action="append",
+        choices=list(FIGURES),
+        metavar="NAME",
+        help=f"run only this figure (repeatable): {', '.join(FIGURES)}",
+    )
+    parser.add_argument("--out", type=Path, default=DEFAULT_OUT, help="directory for the JSON and PNG results")
+    parser.add_argument(
+        "--loop", choices=["auto", "asyncio", "uvloop"], default="auto", help="event loop of both servers and client"
+    )
+    parser.add_argument("--repeats", type=int, help="repeats of the throughput figure (default 1 quick, 3 full)")
+    parser.add_argument("--no-pin", action="store_true", help="do not pin the servers and the client to CPUs")
+    return parser.parse_args(argv)
+
+
+def resolve_loop(name: str) -> str:
+    """The loop that ``auto`` means here: uvloop where it is installed, as ``engine-server`` decides."""
+    if name != "auto":
+        return name
+    try:
+        import uvloop  # noqa: F401
+    except ImportError:
+        return "asyncio"
+    return "uvloop"
+
+
+async def run_figures(selected: list[str], bench_args: dict[str, Any]) -> dict[str, Figure]:
+    """Start the shared servers, run each selected figure (a failure is recorded, not raised), stop them."""
+    results: dict[str, Figure] = {}
+    pinning: Pinning = bench_args["pinning"]
+    cpus = pinning.server_cpus if pinning.applied else []
+    with contextlib.ExitStack() as stack:
+        servers: dict[str, ServerProcess] = {}
+        try:
+            servers["bare"] = stack.enter_context(running("bare server", bare_command(bench_args["loop"]), cpus))
+            servers["project"] = stack.enter_context(
+                running("project server", project_command(PROJECT_TARGETS, bench_args["loop"]), cpus)
+            )
+        except Exception as error:
+            return {key: Figure(key, FIGURES[key][0], "error", f"servers did not start: {error}") for key in selected}
+        bench = Bench(servers=servers, **bench_args)
+        progress = tqdm(selected, desc="benchmarks", unit="figure", disable=None, file=sys.stderr)
+        for key in progress:
+            title, fn = FIGURES[key]
+            progress.set_postfix_str(title)
+            try:
+                results[key] = await fn(bench)
+            except Exception as error:
+                results[key] = Figure(key, title, "error", f"{type(error).__name__}: {error}")
+        progress.close()
+    return results
+
+
+def _fmt(x: float | None) -> str:
+    if x is None:
+        return "-"
+    if abs(x) >= 1000:
+        return f"{x:,.0f}"
+    return f"{x:.3g}"
+
+
+def summary(results: dict[str, Figure]) -> str:
+    """The results as a plain-text table: value, baseline, ratio, target, met."""
+    rows = [("figure", "metric", "unit", "project", "baseline", "ratio", "target", "met")]
+    for key, figure in results.items():
+        if figure.status != "ok":
+            rows.append((key, f"{figure.status}: {figure.reason}", "", "", "", "", "", ""))
+            continue
+        for m in figure.metrics:
+            met = "-" if m.met is None else ("yes" if m.met else "NO")
+            target = m.target.text if m.target else "-"
+            rows.append((key, m.name, m.unit, _fmt(m.value), _fmt(m.baseline), _fmt(m.ratio), target, met))
+    # A skipped figure's reason runs on past the columns rather than widening them.
+    widths = [max(len(r[i]) for r in rows if r[2] or r is rows[0]) for i in range(len(rows[0]))]
+    return "\n".join("  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)).rstrip() for r in rows)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    sizes = QUICK if args.quick else FULL
+    if args.repeats:
+        sizes = replace(sizes, repeats=args.repeats)
+    selected = args.only or list(FIGURES)
+    loop = resolve_loop(args.loop)
+    # First, before any grpc object exists in this process: pin the client to its CPU.
+    pinning = plan_pinning(not args.no_pin)
+    machine = machine_info()
+    started = time.time()
+    stamp = time.strftime("%Y%m%d-%H%M%S", time.localtime(started))
+
+    try:
+        ran = run_loop(run_figures(selected, {"sizes": sizes, "loop": loop, "pinning": pinning}), loop)
+    except KeyboardInterrupt:
+        # The servers were stopped on the way out; a partial run writes no results.
+        print("interrupted: no results written", file=sys.stderr)
+        return 130
+    results = {key: ran.get(key) or Figure(key, FIGURES[key][0], "skipped", "not selected (--only)") for key in FIGURES}
+
+    args.out.mkdir(parents=True, exist_ok=True)
+    json_path = args.out / f"bench-{stamp}.json"
+    chart_path = json_path.with_suffix(".png")
+    machine["load_average_after"] = machine_info()["load_average"]
+    run = {
+        "schema": 1,
+        "started": time.strftime("%Y-%m-%dT%H:%M:%S%z", time.localtime(started)),
+        "duration_s": round(time.time() - started, 1),
+        "mode": "quick" if args.quick else "full",
+        "sizes": asdict(sizes),
+        "machine": {**machine, "loop": loop, "pinning": asdict(pinning)},
+        "figures": {key: figure.to_json() for key, figure in results.items()},
+        "chart": chart_path.name,
+    }
+    pinned = (
+        f"server CPU {pinning.server_cpus}, client CPU {pinning.client_cpus}"
+        if pinning.applied
+        else f"not pinned: {pinning.reason}"
+    )
+    write_chart(chart_path, list(results.values()), f"{run['mode']} run {run['started']}, loop {loop}, {pinned}")
+    write_json(json_path, run)
+
+    print(f"loop: {loop}; pinning: {pinned}; load average {machine['load_average']} -> {machine['load_average_after']}")
+    print(summary(results))
+    print(f"\nwrote {json_path} and {chart_path.name}")
+    return 1 if any(f.status == "error" for f in results.values()) else 0

@@ -1,0 +1,71 @@
+"""The engines the harness serves with ``engine-server benchmarks.engines:registry``.
+
+- the built-in examples (``count`` is the fast and the paced engine of the figures);
+- ``cancel_probe``: ``count`` items ``delay_s`` apart; when it is killed, its ``finally`` records
+  ``time.time()`` under the request id, the moment the engine itself learnt of the kill;
+- ``stamped``: ``count`` items ``delay_s`` apart, each carrying ``time.time()`` at its ``yield`` as its payload, so
+  the client can tell how long an item took from the engine to the client (what coalescing could add);
+- ``kill_times``: a unary engine returning those records as a ``Struct`` ``{request_id: time}`` and forgetting
+  them. The client records its own ``time.time()`` when it cancels; the difference is cancel-to-kill latency.
+
+Both clocks are the same machine's wall clock, which is what makes the difference meaningful.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import AsyncIterator
+
+from google.protobuf.empty_pb2 import Empty
+from google.protobuf.struct_pb2 import Struct
+
+from generated.examples.v1.examples_pb2 import CountRequest, CountResponse
+from server import Context, EngineRegistry
+from server.examples import registry as examples
+
+__all__ = ["registry"]
+
+# Bounds what a long run can make the probe remember, should the harness never collect.
+MAX_PROBES = 100_000
+
+registry = EngineRegistry()
+registry.merge(examples)
+
+_killed_at: dict[str, float] = {}
+
+
+@registry.engine("cancel_probe", request=CountRequest, response=CountResponse)
+async def cancel_probe(request: CountRequest, ctx: Context) -> AsyncIterator[CountResponse]:
+    """Streams `count` items `delay_s` apart; records when its `finally` runs after a kill."""
+    try:
+        for index in range(request.count):
+            if index:
+                await asyncio.sleep(request.delay_s)
+            yield CountResponse(index=index)
+    finally:
+        if ctx.is_killed():
+            if len(_killed_at) >= MAX_PROBES:
+                _killed_at.clear()
+            _killed_at[ctx.id] = time.time()
+
+
+@registry.engine("stamped", request=CountRequest, response=CountResponse)
+async def stamped(request: CountRequest, ctx: Context) -> AsyncIterator[CountResponse]:
+    """Streams `count` items `delay_s` apart, each with `time.time()` at its yield as its payload."""
+    for index in range(request.count):
+        if ctx.is_stopped():
+            return
+        if index:
+            await asyncio.sleep(request.delay_s)
+        yield CountResponse(index=index, payload=repr(time.time()))
+
+
+@registry.engine("kill_times", request=Empty, response=Struct)
+async def kill_times(request: Empty, ctx: Context) -> Struct:
+    """Returns `{request_id: time.time() at the kill}` for the cancel probes so far, and forgets them."""
+    global _killed_at
+    times, _killed_at = _killed_at, {}
+    result = Struct()
+    result.update(times)
+    return result

@@ -1,0 +1,227 @@
+"""What a run produces: figures with their metrics and targets, the machine they ran on, JSON and a chart.
+
+Every metric is a value for the project's server next to the same measurement on the baseline (the bare
+grpc.aio server, in the same run), and their ratio. A target (from SPEC section 7) applies either to the ratio
+("at least 20x the bare server") or to the value itself ("p99 under 5 ms").
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import sys
+from dataclasses import dataclass, field
+from importlib import metadata
+from pathlib import Path
+from typing import Any, Literal
+
+__all__ = ["Figure", "Metric", "Target", "machine_info", "percentile", "write_chart", "write_json"]
+
+SCHEMA = 1
+
+
+def percentile(values: list[float], q: float) -> float:
+    """The ``q``-th percentile (0-100) with linear interpolation between the closest ranks (numpy's default)."""
+    if not values:
+        raise ValueError("percentile of no values")
+    ordered = sorted(values)
+    rank = (len(ordered) - 1) * q / 100
+    low = int(rank)
+    high = min(low + 1, len(ordered) - 1)
+    return ordered[low] + (ordered[high] - ordered[low]) * (rank - low)
+
+
+@dataclass(frozen=True)
+class Target:
+    """``of`` (the ratio to the baseline, or the value) must be ``op`` ``bound``."""
+
+    of: Literal["ratio", "value"]
+    op: Literal["<", "<=", ">", ">=", "=="]
+    bound: float
+    text: str
+
+    def met(self, value: float | None, ratio: float | None) -> bool | None:
+        x = ratio if self.of == "ratio" else value
+        if x is None:
+            return None
+        return {
+            "<": x < self.bound,
+            "<=": x <= self.bound,
+            ">": x > self.bound,
+            ">=": x >= self.bound,
+            "==": x == self.bound,
+        }[self.op]
+
+
+@dataclass
+class Metric:
+    """One number of a figure, for the project's server (``value``) and the baseline."""
+
+    name: str
+    unit: str
+    value: float | None
+    baseline: float | None = None
+    target: Target | None = None
+
+    @property
+    def ratio(self) -> float | None:
+        if self.value is None or not self.baseline:
+            return None
+        return self.value / self.baseline
+
+    @property
+    def met(self) -> bool | None:
+        return None if self.target is None else self.target.met(self.value, self.ratio)
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "name": self.name,
+            "unit": self.unit,
+            "value": self.value,
+            "baseline": self.baseline,
+            "ratio": self.ratio,
+            "target": None if self.target is None else vars(self.target),
+            "met": self.met,
+        }
+
+
+@dataclass
+class Figure:
+    """One of the harness's figures: ``status`` is "ok", "skipped" (with a reason) or "error" (with the error)."""
+
+    key: str
+    title: str
+    status: Literal["ok", "skipped", "error"] = "ok"
+    reason: str = ""
+    metrics: list[Metric] = field(default_factory=list)
+    baseline_label: str = "bare grpc.aio"
+    details: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def met(self) -> bool | None:
+        verdicts = [m.met for m in self.metrics if m.target is not None]
+        if self.status != "ok" or not verdicts:
+            return None
+        return all(v is True for v in verdicts)
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "title": self.title,
+            "status": self.status,
+            "reason": self.reason or None,
+            "baseline": self.baseline_label,
+            "met": self.met,
+            "metrics": [m.to_json() for m in self.metrics],
+            "details": self.details,
+        }
+
+
+def _version(distribution: str) -> str | None:
+    try:
+        return metadata.version(distribution)
+    except metadata.PackageNotFoundError:
+        return None
+
+
+def _cpu_model() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or "unknown"
+
+
+def machine_info() -> dict[str, Any]:
+    """The facts that make numbers from two runs comparable (or not)."""
+    return {
+        "cpu_count": os.cpu_count(),
+        "cpu_model": _cpu_model(),
+        "platform": platform.platform(),
+        "python": sys.version.split()[0],
+        "grpcio": _version("grpcio"),
+        "protobuf": _version("protobuf"),
+        "uvloop": _version("uvloop"),
+        "load_average": list(os.getloadavg()) if hasattr(os, "getloadavg") else None,
+    }
+
+
+def write_json(path: Path, run: dict[str, Any]) -> None:
+    """Write atomically: a reader never sees half a result file."""
+    tmp = path.with_suffix(".json.tmp")
+    tmp.write_text(json.dumps(run, indent=2, sort_keys=False) + "\n")
+    tmp.replace(path)
+
+
+def write_chart(path: Path, figures: list[Figure], subtitle: str) -> None:
+    """Two panels: project/bare ratios against ratio targets, and values as a fraction of absolute targets."""
+    import matplotlib
+
+    matplotlib.use("Agg")  # files only: no display on a server or in CI
+    import matplotlib.pyplot as plt
+
+    ratios: list[tuple[str, float, Target | None]] = []
+    budgets: list[tuple[str, float, float | None]] = []
+    for figure in figures:
+        if figure.status != "ok":
+            continue
+        for metric in figure.metrics:
+            label = f"{figure.key}\n{metric.name}"
+            if metric.ratio is not None:
+                target = metric.target if metric.target is not None and metric.target.of == "ratio" else None
+                ratios.append((label, metric.ratio, target))
+            target = metric.target
+            # Only upper bounds read as a budget (value / bound under 1 is met); counts like "all N" do not.
+            upper = target is not None and target.of == "value" and target.op in ("<", "<=") and target.bound
+            if upper and target is not None and metric.value is not None:
+                share = None if metric.baseline is None else metric.baseline / target.bound
+                budgets.append((label, metric.value / target.bound, share))
+
+    fig, (left, right) = plt.subplots(1, 2, figsize=(15, 6), gridspec_kw={"width_ratios": [3, 2]})
+    fig.suptitle(f"engine-runtime vs bare grpc.aio (same run)\n{subtitle}", fontsize=10)
+
+    xs = range(len(ratios))
+    colors = []
+    for _, ratio, target in ratios:
+        met = None if target is None else target.met(None, ratio)
+        colors.append("tab:gray" if met is None else ("tab:green" if met else "tab:red"))
+    bars = left.bar(xs, [r for _, r, _ in ratios], color=colors)
+    left.bar_label(bars, labels=[f"{r:.3g}x" for _, r, _ in ratios], fontsize=7)
+    left.axhline(1.0, color="black", linewidth=0.8)
+    for x, (_, _, target) in zip(xs, ratios, strict=True):
+        if target is not None:
+            left.hlines(target.bound, x - 0.45, x + 0.45, colors="tab:blue", linestyles="dashed")
+            left.annotate(
+                target.text,
+                (x, target.bound),
+                textcoords="offset points",
+                xytext=(0, -10),  # below the line: the bar's own label sits above the bar
+                ha="center",
+                fontsize=7,
+                color="tab:blue",
+                bbox={"facecolor": "white", "edgecolor": "none", "pad": 0.5, "alpha": 0.8},
+            )
+    left.set_yscale("log")
+    left.set_xticks(list(xs), [label for label, _, _ in ratios], rotation=60, ha="right", fontsize=7)
+    left.set_ylabel("project / bare (log)")
+    left.set_title("ratio to the bare server (dashed: target; green met, red missed, gray no ratio target)")
+
+    # The bare server's bar beside the project's: a target the bare server misses too is the machine's limit.
+    ys = [float(y) for y in range(len(budgets))]
+    project = [p for _, p, _ in budgets]
+    bars = right.barh(
+        [y + 0.2 for y in ys], project, height=0.4, color=["tab:green" if p < 1 else "tab:red" for p in project]
+    )
+    right.bar_label(bars, labels=[f"project {p:.2f}" for p in project], fontsize=7)
+    baseline = [b or 0.0 for _, _, b in budgets]
+    bars = right.barh([y - 0.2 for y in ys], baseline, height=0.4, color="lightgray", hatch="//")
+    right.bar_label(bars, labels=[f"bare {b:.2f}" for b in baseline], fontsize=7)
+    right.axvline(1.0, color="tab:blue", linestyle="dashed")
+    right.set_yticks(ys, [label.replace("\n", " ") for label, _, _ in budgets], fontsize=7)
+    right.set_xlabel("value / absolute target (under 1 is met)")
+    right.set_title("absolute targets (hatched: bare server)")
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
