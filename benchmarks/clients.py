@@ -133,9 +133,7 @@ class ProjectClient(Client):
 
     def __init__(self, address: str, private: bool = False) -> None:
         super().__init__(address, private)
-        # The generated stub has no type annotations (grpcio-tools writes none): name what its multicallable is.
-        stub = engine_pb2_grpc.EngineServiceStub(self.channel)  # type: ignore[no-untyped-call]
-        self._generate = cast(Generate, stub.Generate)
+        self._generate: Generate = engine_pb2_grpc.EngineServiceStub(self.channel).Generate
 
     def _start(self, engine: str, request: Message, timeout: float, request_id: str = "") -> Call:
         message = engine_pb2.GenerateRequest(engine=engine, request=_packed(request), request_id=request_id)
