@@ -48,7 +48,7 @@ def _serialize(n: int) -> float:
 
 
 def _frame(n: int) -> float:
-    encode = item_encoder(CountResponse.DESCRIPTOR.full_name)
+    encode = item_encoder(CountResponse)
     item = CountResponse(index=12345, payload="x" * SIZE)
     start = time.perf_counter()
     for _ in range(n):
@@ -57,7 +57,7 @@ def _frame(n: int) -> float:
 
 
 def _join(n: int) -> float:
-    framed = [item_encoder(CountResponse.DESCRIPTOR.full_name)(CountResponse(index=1, payload="x" * SIZE))] * BATCH
+    framed = [item_encoder(CountResponse)(CountResponse(index=1, payload="x" * SIZE))] * BATCH
     batches = max(1, n // BATCH)
     start = time.perf_counter()
     for _ in range(batches):
@@ -101,7 +101,7 @@ def _engine(n: int) -> float:
 def _pipeline(n: int) -> float:
     """The servicer's path without grpc: engine task, pump, framing, batches taken by a consumer."""
     engine = registry.get("count")
-    encode = item_encoder(engine.response_type)
+    encode = item_encoder(engine.response_class, engine.check_response)
 
     async def consume() -> float:
         start = time.perf_counter()

@@ -170,7 +170,8 @@ class LocalEngine(AnyEngine):
         self.error_class = error
         self.health_request = health_request
         self._fn = fn
-        self._check = _response_check(name, response)
+        self.check_response = _response_check(name, response)
+        """Raise :class:`EngineFailed` unless the argument is of the engine's response type."""
 
     async def open(
         self, request: Message, context: Context, response_class: type[Message] | None = None
@@ -188,8 +189,9 @@ class LocalEngine(AnyEngine):
     ) -> LocalStream[Any]:
         """Start the engine in a task of its own and return its stream (the servicer's entry point).
 
-        ``encode`` turns each item into bytes inside the engine's task, and the batch budget then counts
-        those bytes too; ``max_items``/``max_bytes`` bound what may wait in the buffer for the consumer.
+        ``encode`` turns each item into bytes inside the engine's task (and must check the item's type, as
+        ``wire.item_encoder(engine.response_class, engine.check_response)`` does); the batch budget then counts
+        those bytes too. ``max_items``/``max_bytes`` bound what may wait in the buffer for the consumer.
         """
         received = request.DESCRIPTOR.full_name
         if received != self.request_type:
@@ -200,7 +202,7 @@ class LocalEngine(AnyEngine):
             self._fn(request, context),
             context,
             engine=self.name,
-            check=self._check,
+            check=self.check_response,
             encode=encode,
             max_items=max_items,
             max_bytes=max_bytes,

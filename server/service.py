@@ -71,7 +71,9 @@ class EngineService:
         # Leave room for the message's own framing under grpc's size limit.
         self._max_batch_bytes = max(1, min(DEFAULT_MAX_BATCH_BYTES, max_message_bytes // 2))
         self._max_batch_items = max_batch_items
-        self._encoders = {engine.name: item_encoder(engine.response_type) for engine in registry}
+        self._encoders = {
+            engine.name: item_encoder(engine.response_class, engine.check_response) for engine in registry
+        }
         self._listing = {engine.name: _engine_info(engine) for engine in registry}
         self._finished: list[Finished] = []
         self._started: list[Callable[[Generation], None]] = []

@@ -172,22 +172,33 @@ async def _pump(
     check: Callable[[Any], None] | None,
     encode: Callable[[Any], bytes] | None,
 ) -> None:
+    max_items, max_bytes = buf.max_items, buf.max_bytes
     try:
-        async for item in source:
-            if check is not None:
-                check(item)
-            if encode is not None:
+        # One loop per case keeps the per-item path free of branches it does not need. `buf.items` is looked up
+        # for every item: the consumer takes the whole list and leaves a fresh one.
+        if encode is not None:
+            # The encoder checks the type as it frames (see wire.item_encoder).
+            async for item in source:
                 data = encode(item)
-                buf.nbytes += len(data)
-                buf.items.append(data)
-            else:
-                # Looked up each time: the consumer takes the whole list and leaves a fresh one.
-                buf.items.append(item)
-            if buf.waiter is not None:
-                buf.wake()
-            if len(buf.items) >= buf.max_items or buf.nbytes >= buf.max_bytes:
-                buf.space = asyncio.get_running_loop().create_future()
-                await buf.space
+                items = buf.items
+                items.append(data)
+                nbytes = buf.nbytes = buf.nbytes + len(data)
+                if buf.waiter is not None:
+                    buf.wake()
+                if len(items) >= max_items or nbytes >= max_bytes:
+                    buf.space = asyncio.get_running_loop().create_future()
+                    await buf.space
+        else:
+            async for item in source:
+                if check is not None:
+                    check(item)
+                items = buf.items
+                items.append(item)
+                if buf.waiter is not None:
+                    buf.wake()
+                if len(items) >= max_items:
+                    buf.space = asyncio.get_running_loop().create_future()
+                    await buf.space
     finally:
         aclose = getattr(source, "aclose", None)
         if aclose is not None:
