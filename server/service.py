@@ -198,8 +198,14 @@ class EngineService:
             if not generation.context.is_done():
                 generation.context.kill()
             self.inflight.remove(generation)
-            for callback in self._finished:
-                callback(generation, code)
+            if self._finished:
+                # After this handler has wound down: a kill's cancellation and the final status go out first,
+                # the bookkeeping (log line, metrics) after.
+                asyncio.get_running_loop().call_soon(self._report, generation, code)
+
+    def _report(self, generation: Generation, code: Code) -> None:
+        for callback in self._finished:
+            callback(generation, code)
 
     async def _write(
         self, generation: Generation, stream: LocalStream[bytes], context: grpc.aio.ServicerContext[Any, Any]
