@@ -25,6 +25,7 @@ from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
 from .inflight import InFlight
+from .metrics import MetricsEndpoint, MetricsStartError, ServerMetrics
 from .registry import EngineRegistry
 from .service import SERVICE_NAME, EngineService
 
@@ -58,6 +59,7 @@ class ServerConfig:
     auth_token: str | None = field(default=None, repr=False)
     reuse_port: bool = False
     extra_options: Sequence[tuple[str, Any]] = ()
+    metrics_port: int | None = None
 
 
 class EngineServer:
@@ -69,6 +71,11 @@ class EngineServer:
         self.inflight = InFlight(config.max_concurrency, config.max_engine_concurrency)
         self.service = EngineService(registry, inflight=self.inflight, max_message_bytes=config.max_message_bytes)
         self.health = health.aio.HealthServicer()
+        self.metrics = ServerMetrics() if config.metrics_port is not None else None
+        if self.metrics is not None:
+            self.metrics.attach(self.service)
+        self.metrics_url: str | None = None
+        self._metrics_endpoint: MetricsEndpoint | None = None
         self.addresses: list[str] = []
         self.port: int | None = None
         self._server: grpc.aio.Server | None = None
@@ -123,6 +130,12 @@ class EngineServer:
             self.addresses.append(f"{host}:{port}")
         if c.uds:
             self.addresses.append(self._bind_uds(server, c.uds, credentials))
+        if self.metrics is not None and c.metrics_port is not None:
+            try:
+                self._metrics_endpoint = self.metrics.serve(c.host, c.metrics_port)
+            except MetricsStartError as error:
+                raise StartupError(str(error)) from None
+            self.metrics_url = self._metrics_endpoint.url
         await server.start()
         self._server = server
         await self.health.set("", health_pb2.HealthCheckResponse.SERVING)
@@ -223,3 +236,7 @@ class EngineServer:
     ) -> None:
         if not self._closed.is_set():
             await self.kill()
+        # The metrics endpoint outlives a drain, so that its final counts can still be scraped.
+        endpoint, self._metrics_endpoint = self._metrics_endpoint, None
+        if endpoint is not None:
+            await asyncio.to_thread(endpoint.close)

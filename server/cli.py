@@ -60,7 +60,11 @@ def _load_config(ctx: click.Context, param: click.Parameter, value: str | None) 
 @click.option("--uds", type=click.Path(dir_okay=False), help="Also listen on this unix socket (owner-only).")
 @click.option("--no-tcp", is_flag=True, help="Listen on the unix socket only.")
 @click.option("--workers", default=1, type=click.IntRange(1, 256), help="Processes serving the same port.")
-@click.option("--metrics-port", type=click.IntRange(0, 65535), help="Serve Prometheus metrics on this port.")
+@click.option(
+    "--metrics-port",
+    type=click.IntRange(0, 65535),
+    help="Serve Prometheus metrics at http://HOST:PORT/metrics (on --host; 0 picks a free port). Off by default.",
+)
 @click.option("--tls-cert", type=click.Path(dir_okay=False), help="PEM certificate chain: serve TLS.")
 @click.option("--tls-key", type=click.Path(dir_okay=False), help="PEM private key of --tls-cert.")
 @click.option("--tls-client-ca", type=click.Path(dir_okay=False), help="PEM CA bundle: require client certs (mTLS).")
@@ -148,6 +152,7 @@ def _server_config(options: dict[str, Any]) -> ServerConfig:
         tls_key=options["tls_key"],
         tls_client_ca=options["tls_client_ca"],
         auth_token=token,
+        metrics_port=options["metrics_port"],
     )
 
 
