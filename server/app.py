@@ -24,7 +24,7 @@ import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
-from .inflight import InFlight
+from .inflight import Cause, InFlight
 from .metrics import MetricsEndpoint, MetricsStartError, ServerMetrics
 from .registry import EngineRegistry
 from .service import SERVICE_NAME, EngineService
@@ -218,7 +218,7 @@ class EngineServer:
     async def kill(self) -> None:
         """Stop at once: every generation is killed and every call cancelled."""
         for generation in self.inflight:
-            generation.context.kill()
+            generation.kill(Cause.DRAIN)
         if self._server is not None:
             await self._server.stop(0)
         self._closed.set()
