@@ -4,43 +4,23 @@ from __future__ import annotations
 
 import asyncio
 import socket
-import urllib.request
 
 import grpc
 import pytest
-from prometheus_client.parser import text_string_to_metric_families
 
 from generated.engine.v1 import engine_pb2 as pb
 from generated.engine.v1 import engine_pb2_grpc as pbg
 from generated.examples.v1.examples_pb2 import CountRequest, CountResponse, EchoRequest, EchoResponse
 from server.app import EngineServer, StartupError
 from tests.conftest import ServerFactory
-from tests.helpers import collect, generate_request
+from tests.helpers import Samples, collect, fetch_metrics, generate_request, value
 
 pytestmark = pytest.mark.asyncio
 
-Samples = dict[tuple[str, frozenset[tuple[str, str]]], float]
-
 
 async def scrape(server: EngineServer) -> Samples:
-    """Every sample of one scrape, by name and labels."""
-    url = server.metrics_url
-    assert url is not None
-
-    def fetch() -> str:
-        with urllib.request.urlopen(url, timeout=10) as response:
-            return str(response.read().decode())
-
-    text = await asyncio.to_thread(fetch)
-    return {
-        (sample.name, frozenset(sample.labels.items())): sample.value
-        for family in text_string_to_metric_families(text)
-        for sample in family.samples
-    }
-
-
-def value(samples: Samples, name: str, **labels: str) -> float:
-    return samples.get((name, frozenset(labels.items())), 0.0)
+    assert server.metrics_url is not None
+    return await asyncio.to_thread(fetch_metrics, server.metrics_url)
 
 
 async def first_item_then(call: grpc.aio.UnaryStreamCall[pb.GenerateRequest, pb.GenerateResponse]) -> str:
