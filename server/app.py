@@ -24,6 +24,7 @@ import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
+from .health import EngineHealthChecks
 from .inflight import Cause, InFlight
 from .metrics import MetricsEndpoint, MetricsStartError, ServerMetrics
 from .registry import EngineRegistry
@@ -60,6 +61,8 @@ class ServerConfig:
     reuse_port: bool = False
     extra_options: Sequence[tuple[str, Any]] = ()
     metrics_port: int | None = None
+    engine_health_interval: float = 10.0
+    engine_health_timeout: float = 5.0
 
 
 class EngineServer:
@@ -76,6 +79,13 @@ class EngineServer:
             self.metrics.attach(self.service)
         self.metrics_url: str | None = None
         self._metrics_endpoint: MetricsEndpoint | None = None
+        self.engine_health = EngineHealthChecks(
+            registry,
+            self.inflight,
+            self.health.set,
+            interval=config.engine_health_interval,
+            timeout=config.engine_health_timeout,
+        )
         self.addresses: list[str] = []
         self.port: int | None = None
         self._server: grpc.aio.Server | None = None
@@ -141,6 +151,7 @@ class EngineServer:
         await self.health.set("", health_pb2.HealthCheckResponse.SERVING)
         for name in self.registry.names():
             await self.health.set(name, health_pb2.HealthCheckResponse.SERVING)
+        self.engine_health.start()
         log.info(
             "engine-server listening on %s (engines: %s)", ", ".join(self.addresses), ", ".join(self.registry.names())
         )
@@ -201,6 +212,7 @@ class EngineServer:
             self._closed.set()
             return
         c = self.config
+        await self.engine_health.stop()
         log.info("draining: %d generations in flight", len(self.inflight))
         await self.health.enter_graceful_shutdown()
         # Stops the listeners at once (new calls: UNAVAILABLE); calls still open at the grace are cancelled.
@@ -217,6 +229,7 @@ class EngineServer:
 
     async def kill(self) -> None:
         """Stop at once: every generation is killed and every call cancelled."""
+        await self.engine_health.stop()
         for generation in self.inflight:
             generation.kill(Cause.DRAIN)
         if self._server is not None:

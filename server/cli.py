@@ -100,7 +100,13 @@ def _load_config(ctx: click.Context, param: click.Parameter, value: str | None) 
     "--engine-health-interval",
     default=10.0,
     type=click.FloatRange(0.1),
-    help="Seconds between runs of an idle engine's health request.",
+    help="Seconds between runs of an idle engine's health request (for engines that declare one).",
+)
+@click.option(
+    "--engine-health-timeout",
+    default=5.0,
+    type=click.FloatRange(0.01),
+    help="Seconds a health run may take before it is killed and the engine reported NOT_SERVING.",
 )
 @click.option("--log-format", default="text", type=click.Choice(["text", "json"]))
 @click.option("--log-level", default="info", type=click.Choice(["debug", "info", "warning", "error"]))
@@ -153,6 +159,8 @@ def _server_config(options: dict[str, Any]) -> ServerConfig:
         tls_client_ca=options["tls_client_ca"],
         auth_token=token,
         metrics_port=options["metrics_port"],
+        engine_health_interval=options["engine_health_interval"],
+        engine_health_timeout=options["engine_health_timeout"],
     )
 
 
