@@ -63,6 +63,7 @@ class ServerConfig:
     metrics_port: int | None = None
     engine_health_interval: float = 10.0
     engine_health_timeout: float = 5.0
+    announce: bool = True
 
 
 class EngineServer:
@@ -152,6 +153,8 @@ class EngineServer:
         for name in self.registry.names():
             await self.health.set(name, health_pb2.HealthCheckResponse.SERVING)
         self.engine_health.start()
+        if not c.announce:
+            return  # a --workers supervisor announces the address once, for all its workers
         log.info(
             "engine-server listening on %s (engines: %s)", ", ".join(self.addresses), ", ".join(self.registry.names())
         )

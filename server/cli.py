@@ -19,6 +19,7 @@ import click
 from .app import EngineServer, ServerConfig, StartupError
 from .logs import configure_logging, log_request
 from .targets import TargetError, load_targets
+from .workers import serve_workers
 
 __all__ = ["main"]
 
@@ -124,6 +125,8 @@ def command(targets: tuple[str, ...], **options: Any) -> None:
     the built-in example engines are served.
     """
     configure_logging(options["log_format"], options["log_level"])
+    if options["workers"] > 1:
+        sys.exit(_serve_workers(targets, options))
     try:
         registry = load_targets(targets)
         config = _server_config(options)
@@ -131,6 +134,21 @@ def command(targets: tuple[str, ...], **options: Any) -> None:
         raise click.ClickException(str(error)) from None
     code = _run(_serve(registry, config), options["loop_name"])
     sys.exit(code)
+
+
+def _serve_workers(targets: tuple[str, ...], options: dict[str, Any]) -> int:
+    try:
+        config = _server_config(options)
+        return serve_workers(
+            targets,
+            config,
+            options["workers"],
+            log_format=options["log_format"],
+            log_level=options["log_level"],
+            loop_name=options["loop_name"],
+        )
+    except StartupError as error:
+        raise click.ClickException(str(error)) from None
 
 
 def _server_config(options: dict[str, Any]) -> ServerConfig:
