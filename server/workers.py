@@ -20,12 +20,12 @@ The supervisor (the process the user started):
 
 It talks to each worker over a pipe: the worker reports ``ready`` or its startup error, the supervisor sends
 ``drain`` or ``kill``. A worker whose pipe closes (the supervisor died) drains on its own. Workers ignore SIGINT:
-a Ctrl-C in a terminal reaches the whole process group, and only the supervisor should act on it, once.
+a Ctrl-C in a terminal reaches the whole process group, and only the supervisor should act on it, once. The
+worker's side is :mod:`server.worker`.
 """
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import dataclasses
 import importlib.util
@@ -35,10 +35,9 @@ import os
 import shutil
 import signal
 import socket
-import sys
 import tempfile
 import time
-from collections.abc import Callable, Coroutine, Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from multiprocessing.connection import Connection, wait
 from multiprocessing.process import BaseProcess
@@ -50,11 +49,9 @@ from prometheus_client.metrics_core import Metric
 from prometheus_client.platform_collector import PlatformCollector
 from prometheus_client.process_collector import ProcessCollector
 
-from .app import EngineServer, ServerConfig, StartupError
-from .logs import configure_logging, log_request
-from .metrics import MetricsEndpoint, MetricsStartError, ServerMetrics
-from .registry import EngineRegistry
-from .targets import TargetError, load_targets
+from .app import ServerConfig, StartupError
+from .metrics import MetricsEndpoint, MetricsStartError
+from .worker import WorkerSpec, worker_main
 
 __all__ = ["serve_workers"]
 
@@ -86,19 +83,6 @@ def serve_workers(
         metrics=config.metrics_port is not None,
     )
     return Supervisor(spec, count).run()
-
-
-@dataclass(frozen=True)
-class WorkerSpec:
-    """What a worker process needs to build its server (pickled to it by ``spawn``)."""
-
-    targets: tuple[str, ...]
-    config: ServerConfig
-    log_format: str
-    log_level: str
-    loop_name: str
-    metrics: bool
-    index: int = 0
 
 
 @dataclass
@@ -214,7 +198,7 @@ class Supervisor:
     def _spawn(self, index: int) -> None:
         parent_end, child_end = self._context.Pipe()
         process = self._context.Process(
-            target=_worker_main,
+            target=worker_main,
             args=(dataclasses.replace(self.spec, index=index), child_end),
             name=f"engine-server worker {index}",
         )
@@ -403,87 +387,3 @@ def _bind_reuseport(host: str, port: int) -> socket.socket:
         sock.close()
         raise StartupError(f"cannot listen on {host}:{port}: {error.strerror} (is the port in use?)") from None
     return sock
-
-
-# -- the worker process ----------------------------------------------------------------------------------------
-
-
-class _WorkerField(logging.Filter):
-    """Adds ``worker=<index>`` to every log line of a worker."""
-
-    def __init__(self, index: int) -> None:
-        super().__init__()
-        self.index = index
-
-    def filter(self, record: logging.LogRecord) -> bool:
-        record.worker = self.index
-        return True
-
-
-def _worker_main(spec: WorkerSpec, conn: Connection) -> None:
-    """The entry point of a worker process."""
-    signal.signal(signal.SIGINT, signal.SIG_IGN)
-    signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT})
-    configure_logging(spec.log_format, spec.log_level)
-    for handler in logging.getLogger().handlers:
-        handler.addFilter(_WorkerField(spec.index))
-    try:
-        registry = load_targets(spec.targets)
-    except TargetError as error:
-        conn.send(("error", str(error)))
-        sys.exit(1)
-    sys.exit(_run_loop(_serve_worker(registry, spec, conn), spec.loop_name))
-
-
-def _run_loop(main: Coroutine[Any, Any, int], loop_name: str) -> int:
-    if loop_name != "asyncio" and importlib.util.find_spec("uvloop") is not None:
-        import uvloop
-
-        return int(uvloop.run(main))
-    return asyncio.run(main)
-
-
-async def _serve_worker(registry: EngineRegistry, spec: WorkerSpec, conn: Connection) -> int:
-    server = EngineServer(registry, spec.config)
-    server.service.on_finished(log_request)
-    if spec.metrics:
-        ServerMetrics(multiprocess=True).attach(server.service)
-    try:
-        await server.start()
-    except StartupError as error:
-        conn.send(("error", str(error)))
-        return 1
-    loop = asyncio.get_running_loop()
-    tasks: set[asyncio.Future[None]] = set()
-    killed = False
-    sigterms = 0
-
-    def act(how: str) -> None:
-        nonlocal killed
-        killed = killed or how == "kill"
-        task = asyncio.ensure_future(server.kill() if how == "kill" else server.drain())
-        tasks.add(task)
-        task.add_done_callback(tasks.discard)
-
-    def on_message() -> None:
-        try:
-            message = conn.recv()
-        except (EOFError, OSError):
-            loop.remove_reader(conn.fileno())
-            log.warning("worker %d: the supervisor is gone; draining", spec.index)
-            act("drain")
-            return
-        if message in ("drain", "kill"):
-            act(message)
-
-    def on_sigterm() -> None:
-        nonlocal sigterms
-        sigterms += 1
-        act("drain" if sigterms == 1 else "kill")
-
-    loop.add_reader(conn.fileno(), on_message)
-    loop.add_signal_handler(signal.SIGTERM, on_sigterm)
-    log.info("worker %d (pid %d) serving %s", spec.index, os.getpid(), ", ".join(server.addresses))
-    conn.send(("ready", server.addresses, registry.names()))
-    await server.wait_closed()
-    return 1 if killed else 0
