@@ -60,7 +60,12 @@ def _load_config(ctx: click.Context, param: click.Parameter, value: str | None) 
 @click.option("--port", default=50051, type=click.IntRange(0, 65535), help="TCP port; 0 picks a free one.")
 @click.option("--uds", type=click.Path(dir_okay=False), help="Also listen on this unix socket (owner-only).")
 @click.option("--no-tcp", is_flag=True, help="Listen on the unix socket only.")
-@click.option("--workers", default=1, type=click.IntRange(1, 256), help="Processes serving the same port.")
+@click.option(
+    "--workers",
+    default=1,
+    type=click.IntRange(1, 256),
+    help="Processes serving the same port (SO_REUSEPORT: the kernel balances connections, not calls).",
+)
 @click.option(
     "--metrics-port",
     type=click.IntRange(0, 65535),
