@@ -24,7 +24,9 @@ import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
+from .health import EngineHealthChecks
 from .inflight import Cause, InFlight
+from .metrics import MetricsEndpoint, MetricsStartError, ServerMetrics
 from .registry import EngineRegistry
 from .service import SERVICE_NAME, EngineService
 
@@ -58,6 +60,10 @@ class ServerConfig:
     auth_token: str | None = field(default=None, repr=False)
     reuse_port: bool = False
     extra_options: Sequence[tuple[str, Any]] = ()
+    metrics_port: int | None = None
+    engine_health_interval: float = 10.0
+    engine_health_timeout: float = 5.0
+    announce: bool = True
 
 
 class EngineServer:
@@ -69,6 +75,18 @@ class EngineServer:
         self.inflight = InFlight(config.max_concurrency, config.max_engine_concurrency)
         self.service = EngineService(registry, inflight=self.inflight, max_message_bytes=config.max_message_bytes)
         self.health = health.aio.HealthServicer()
+        self.metrics = ServerMetrics() if config.metrics_port is not None else None
+        if self.metrics is not None:
+            self.metrics.attach(self.service)
+        self.metrics_url: str | None = None
+        self._metrics_endpoint: MetricsEndpoint | None = None
+        self.engine_health = EngineHealthChecks(
+            registry,
+            self.inflight,
+            self.health.set,
+            interval=config.engine_health_interval,
+            timeout=config.engine_health_timeout,
+        )
         self.addresses: list[str] = []
         self.port: int | None = None
         self._server: grpc.aio.Server | None = None
@@ -123,11 +141,20 @@ class EngineServer:
             self.addresses.append(f"{host}:{port}")
         if c.uds:
             self.addresses.append(self._bind_uds(server, c.uds, credentials))
+        if self.metrics is not None and c.metrics_port is not None:
+            try:
+                self._metrics_endpoint = self.metrics.serve(c.host, c.metrics_port)
+            except MetricsStartError as error:
+                raise StartupError(str(error)) from None
+            self.metrics_url = self._metrics_endpoint.url
         await server.start()
         self._server = server
         await self.health.set("", health_pb2.HealthCheckResponse.SERVING)
         for name in self.registry.names():
             await self.health.set(name, health_pb2.HealthCheckResponse.SERVING)
+        self.engine_health.start()
+        if not c.announce:
+            return  # a --workers supervisor announces the address once, for all its workers
         log.info(
             "engine-server listening on %s (engines: %s)", ", ".join(self.addresses), ", ".join(self.registry.names())
         )
@@ -188,6 +215,7 @@ class EngineServer:
             self._closed.set()
             return
         c = self.config
+        await self.engine_health.stop()
         log.info("draining: %d generations in flight", len(self.inflight))
         await self.health.enter_graceful_shutdown()
         # Stops the listeners at once (new calls: UNAVAILABLE); calls still open at the grace are cancelled.
@@ -204,6 +232,7 @@ class EngineServer:
 
     async def kill(self) -> None:
         """Stop at once: every generation is killed and every call cancelled."""
+        await self.engine_health.stop()
         for generation in self.inflight:
             generation.kill(Cause.DRAIN)
         if self._server is not None:
@@ -223,3 +252,7 @@ class EngineServer:
     ) -> None:
         if not self._closed.is_set():
             await self.kill()
+        # The metrics endpoint outlives a drain, so that its final counts can still be scraped.
+        endpoint, self._metrics_endpoint = self._metrics_endpoint, None
+        if endpoint is not None:
+            await asyncio.to_thread(endpoint.close)

@@ -19,6 +19,7 @@ import click
 from .app import EngineServer, ServerConfig, StartupError
 from .logs import configure_logging, log_request
 from .targets import TargetError, load_targets
+from .workers import serve_workers
 
 __all__ = ["main"]
 
@@ -59,8 +60,17 @@ def _load_config(ctx: click.Context, param: click.Parameter, value: str | None) 
 @click.option("--port", default=50051, type=click.IntRange(0, 65535), help="TCP port; 0 picks a free one.")
 @click.option("--uds", type=click.Path(dir_okay=False), help="Also listen on this unix socket (owner-only).")
 @click.option("--no-tcp", is_flag=True, help="Listen on the unix socket only.")
-@click.option("--workers", default=1, type=click.IntRange(1, 256), help="Processes serving the same port.")
-@click.option("--metrics-port", type=click.IntRange(0, 65535), help="Serve Prometheus metrics on this port.")
+@click.option(
+    "--workers",
+    default=1,
+    type=click.IntRange(1, 256),
+    help="Processes serving the same port (SO_REUSEPORT: the kernel balances connections, not calls).",
+)
+@click.option(
+    "--metrics-port",
+    type=click.IntRange(0, 65535),
+    help="Serve Prometheus metrics at http://HOST:PORT/metrics (on --host; 0 picks a free port). Off by default.",
+)
 @click.option("--tls-cert", type=click.Path(dir_okay=False), help="PEM certificate chain: serve TLS.")
 @click.option("--tls-key", type=click.Path(dir_okay=False), help="PEM private key of --tls-cert.")
 @click.option("--tls-client-ca", type=click.Path(dir_okay=False), help="PEM CA bundle: require client certs (mTLS).")
@@ -96,7 +106,13 @@ def _load_config(ctx: click.Context, param: click.Parameter, value: str | None) 
     "--engine-health-interval",
     default=10.0,
     type=click.FloatRange(0.1),
-    help="Seconds between runs of an idle engine's health request.",
+    help="Seconds between runs of an idle engine's health request (for engines that declare one).",
+)
+@click.option(
+    "--engine-health-timeout",
+    default=5.0,
+    type=click.FloatRange(0.01),
+    help="Seconds a health run may take before it is killed and the engine reported NOT_SERVING.",
 )
 @click.option("--log-format", default="text", type=click.Choice(["text", "json"]))
 @click.option("--log-level", default="info", type=click.Choice(["debug", "info", "warning", "error"]))
@@ -114,6 +130,8 @@ def command(targets: tuple[str, ...], **options: Any) -> None:
     the built-in example engines are served.
     """
     configure_logging(options["log_format"], options["log_level"])
+    if options["workers"] > 1:
+        sys.exit(_serve_workers(targets, options))
     try:
         registry = load_targets(targets)
         config = _server_config(options)
@@ -121,6 +139,21 @@ def command(targets: tuple[str, ...], **options: Any) -> None:
         raise click.ClickException(str(error)) from None
     code = _run(_serve(registry, config), options["loop_name"])
     sys.exit(code)
+
+
+def _serve_workers(targets: tuple[str, ...], options: dict[str, Any]) -> int:
+    try:
+        config = _server_config(options)
+        return serve_workers(
+            targets,
+            config,
+            options["workers"],
+            log_format=options["log_format"],
+            log_level=options["log_level"],
+            loop_name=options["loop_name"],
+        )
+    except StartupError as error:
+        raise click.ClickException(str(error)) from None
 
 
 def _server_config(options: dict[str, Any]) -> ServerConfig:
@@ -148,6 +181,9 @@ def _server_config(options: dict[str, Any]) -> ServerConfig:
         tls_key=options["tls_key"],
         tls_client_ca=options["tls_client_ca"],
         auth_token=token,
+        metrics_port=options["metrics_port"],
+        engine_health_interval=options["engine_health_interval"],
+        engine_health_timeout=options["engine_health_timeout"],
     )
 
 

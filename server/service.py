@@ -167,8 +167,6 @@ class EngineService:
                 raise InvalidRequest(problem)
         generation = Generation(Context(request.request_id or None), engine.name)
         self.inflight.add(generation)
-        for callback in self._started:
-            callback(generation)
         try:
             stream = engine.stream(
                 payload,
@@ -180,6 +178,9 @@ class EngineService:
         except BaseException:
             self.inflight.remove(generation)
             raise
+        # Only now: a generation reported as started is always reported as finished too.
+        for callback in self._started:
+            callback(generation)
         return generation, stream
 
     async def _serve(

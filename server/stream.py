@@ -311,14 +311,25 @@ def _finish(buf: _Buffer, task: asyncio.Task[None], engine: str) -> None:
     if task.cancelled():
         if not ctx.is_killed():
             # Only a kill cancels the pump; anything else is a CancelledError that leaked out of the engine.
-            log.error("engine %r raised CancelledError without a kill (request %s)", engine, ctx.id)
+            log.error(
+                "engine %r raised CancelledError without a kill (request %s)",
+                engine,
+                ctx.id,
+                extra={"engine": engine, "request_id": ctx.id},
+            )
             buf.error = EngineFailed(f"engine {engine!r} was cancelled without a kill")
     else:
         error = task.exception()
         if isinstance(error, EngineError):
             buf.error = error
         elif error is not None:
-            log.error("engine %r failed (request %s)", engine, ctx.id, exc_info=error)
+            log.error(
+                "engine %r failed (request %s)",
+                engine,
+                ctx.id,
+                exc_info=error,
+                extra={"engine": engine, "request_id": ctx.id},
+            )
             failed = EngineFailed(f"engine {engine!r} failed")
             failed.__cause__ = error
             buf.error = failed

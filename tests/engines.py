@@ -7,6 +7,7 @@ the unary `probe_report` engine tells another process how a probe generation end
 from __future__ import annotations
 
 import asyncio
+import os
 import time
 from collections.abc import AsyncIterator
 
@@ -117,3 +118,14 @@ async def hangs(request: EchoRequest, ctx: Context) -> AsyncIterator[EchoRespons
     """Never yields and never checks its context: only a kill ends it."""
     await asyncio.Event().wait()
     yield EchoResponse()
+
+
+@registry.engine("pid", request=EchoRequest, response=EchoResponse)
+async def pid(request: EchoRequest, ctx: Context) -> AsyncIterator[EchoResponse]:
+    """Yields the id of the process serving it, then each word of `text`, `delay_s` apart (for --workers)."""
+    yield EchoResponse(text=str(os.getpid()))
+    for word in request.text.split():
+        await asyncio.sleep(request.delay_s)
+        if ctx.is_stopped():
+            return
+        yield EchoResponse(text=word)

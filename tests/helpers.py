@@ -1,13 +1,15 @@
-"""Raw gRPC helpers for the service tests: encode a request, collect a stream, read a status."""
+"""Helpers for the service tests: encode a request, collect a stream, read a status, scrape metrics."""
 
 from __future__ import annotations
 
+import urllib.request
 from dataclasses import dataclass, field
 from typing import Any
 
 import grpc
 from google.protobuf import any_pb2
 from google.protobuf.message import Message
+from prometheus_client.parser import text_string_to_metric_families
 
 from generated.engine.v1 import engine_pb2 as pb
 from generated.engine.v1 import engine_pb2_grpc as pbg
@@ -60,3 +62,22 @@ async def collect(
     md = await call.initial_metadata()
     out.request_id = str(dict(md or ()).get("x-request-id", ""))
     return out
+
+
+Samples = dict[tuple[str, frozenset[tuple[str, str]]], float]
+
+
+def fetch_metrics(url: str) -> Samples:
+    """Scrape a Prometheus endpoint once: every sample, by name and labels (blocking: run it in a thread)."""
+    with urllib.request.urlopen(url, timeout=10) as response:
+        text = response.read().decode()
+    return {
+        (sample.name, frozenset(sample.labels.items())): sample.value
+        for family in text_string_to_metric_families(text)
+        for sample in family.samples
+    }
+
+
+def value(samples: Samples, name: str, **labels: str) -> float:
+    """The sample with exactly these labels, 0 when absent."""
+    return samples.get((name, frozenset(labels.items())), 0.0)

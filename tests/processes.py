@@ -31,6 +31,8 @@ class ServerProcess:
             cwd=cwd,
         )
         self.lines: list[str] = []
+        self._new_line = threading.Condition()
+        self._eof = False
         self._listening = threading.Event()
         self.address = ""
         self._reader = threading.Thread(target=self._read, daemon=True)
@@ -39,25 +41,39 @@ class ServerProcess:
     def _read(self) -> None:
         assert self.proc.stdout is not None
         for line in self.proc.stdout:
-            self.lines.append(line)
+            with self._new_line:
+                self.lines.append(line)
+                self._new_line.notify_all()
             match = LISTENING.search(line)
             if match and not self.address:
                 self.address = match.group(1)
                 self._listening.set()
         self._listening.set()
+        with self._new_line:
+            self._eof = True
+            self._new_line.notify_all()
 
     def wait_listening(self, timeout: float = 30) -> str:
         if not self._listening.wait(timeout) or not self.address:
             raise AssertionError(f"engine-server did not start: {self.output}")
         return self.address
 
-    def wait_for_output(self, text: str, timeout: float = 30) -> None:
-        """Wait until ``text`` appears in the server's output (bounded polling of what the reader collected)."""
+    def wait_for(self, pattern: str, timeout: float = 30, after: int = 0) -> re.Match[str]:
+        """Wait for the first output line from index ``after`` on that matches ``pattern``."""
+        compiled = re.compile(pattern)
         deadline = time.monotonic() + timeout
-        while text not in self.output:
-            if time.monotonic() > deadline or self.proc.poll() is not None:
-                raise AssertionError(f"{text!r} never appeared: {self.output}")
-            time.sleep(0.01)
+        seen = after
+        with self._new_line:
+            while True:
+                for line in self.lines[seen:]:
+                    match = compiled.search(line)
+                    if match:
+                        return match
+                seen = len(self.lines)
+                remaining = deadline - time.monotonic()
+                if remaining <= 0 or self._eof:
+                    raise AssertionError(f"no line matching {pattern!r} in: {self.output}")
+                self._new_line.wait(remaining)
 
     @property
     def output(self) -> str:

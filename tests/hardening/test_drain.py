@@ -76,7 +76,7 @@ def test_a_second_signal_kills_at_once(start_server: type[ServerProcess]) -> Non
     def twice() -> None:
         server.signal(signal.SIGTERM)
         # Two signals sent back to back may merge into one pending signal: send the second once the first landed.
-        server.wait_for_output("draining")
+        server.wait_for("draining")
         server.signal(signal.SIGTERM)
 
     started = time.monotonic()

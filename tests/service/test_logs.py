@@ -1,0 +1,100 @@
+"""Request logs: one line per finished request, the request id on every line about a request, no secrets."""
+
+from __future__ import annotations
+
+import json
+import logging
+
+import grpc
+import pytest
+
+from generated.engine.v1 import engine_pb2 as pb
+from generated.engine.v1 import engine_pb2_grpc as pbg
+from generated.examples.v1.examples_pb2 import CountRequest, EchoRequest, EchoResponse
+from server.logs import JsonFormatter, TextFormatter, log_request
+from tests.conftest import ServerFactory
+from tests.helpers import collect, generate_request
+
+pytestmark = pytest.mark.asyncio
+
+TOKEN = "s3cret-token-that-must-not-leak"
+AUTH = (("authorization", f"Bearer {TOKEN}"),)
+
+
+def both_formats(record: logging.LogRecord) -> tuple[dict[str, object], str]:
+    return json.loads(JsonFormatter().format(record)), TextFormatter().format(record)
+
+
+async def test_one_line_per_finished_stopped_and_killed_request(
+    make_server: ServerFactory, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.DEBUG)
+    server = await make_server(auth_token=TOKEN)
+    server.service.on_finished(log_request)
+    endless = CountRequest(count=0, delay_s=0.01)
+    async with grpc.aio.insecure_channel(server.addresses[0]) as channel:
+        stub = pbg.EngineServiceStub(channel)
+        done = await collect(stub, "echo", EchoRequest(text="a b"), EchoResponse, request_id="done-1", metadata=AUTH)
+        assert done.code is grpc.StatusCode.OK
+
+        stopped = stub.Generate(generate_request("probe", endless, "stop-1"), metadata=AUTH)
+        await stopped.read()
+        await stub.Stop(pb.StopRequest(request_id="stop-1"), metadata=AUTH)
+        while await stopped.read() is not grpc.aio.EOF:
+            pass
+
+        killed = stub.Generate(generate_request("probe", endless, "kill-1"), metadata=AUTH)
+        await killed.read()
+        killed.cancel()
+        assert await server.inflight.wait_empty(5)
+
+    lines = {vars(r)["request_id"]: r for r in caplog.records if r.name == "engine_runtime.requests"}
+    expected = {
+        "done-1": ("echo", "OK", "completed", None),
+        "stop-1": ("probe", "OK", "stopped", "stop_request"),
+        "kill-1": ("probe", "CANCELLED", "killed", "client_cancel"),
+    }
+    assert set(lines) == set(expected)
+    for request_id, (engine, status, finish, cause) in expected.items():
+        entry, text = both_formats(lines[request_id])
+        assert entry["request_id"] == request_id and entry["engine"] == engine
+        assert (entry["status"], entry["finish"], entry["cause"]) == (status, finish, cause)
+        assert isinstance(entry["items"], int) and isinstance(entry["duration_ms"], float)
+        assert entry["level"] == "info" and entry["logger"] == "engine_runtime.requests"
+        for field in (f"request_id={request_id}", f"engine={engine}", f"status={status}", f"finish={finish}"):
+            assert field in text, (field, text)
+        assert f"cause={cause}" in text and "items=" in text and "duration_ms=" in text
+    assert json.loads(JsonFormatter().format(lines["done-1"]))["items"] == 2
+
+    for record in caplog.records:
+        for line in (JsonFormatter().format(record), TextFormatter().format(record)):
+            assert TOKEN not in line
+
+
+async def test_an_engine_failure_line_names_the_request(
+    make_server: ServerFactory, caplog: pytest.LogCaptureFixture
+) -> None:
+    server = await make_server()
+    async with grpc.aio.insecure_channel(server.addresses[0]) as channel:
+        out = await collect(pbg.EngineServiceStub(channel), "fails", EchoRequest(), EchoResponse, request_id="fail-1")
+    assert out.code is grpc.StatusCode.INTERNAL
+    [record] = [r for r in caplog.records if r.levelno >= logging.ERROR]
+    entry, text = both_formats(record)
+    assert entry["request_id"] == "fail-1" and entry["engine"] == "fails"
+    assert "RuntimeError" in str(entry["exception"])
+    assert "request_id=fail-1" in text and "engine=fails" in text
+
+
+async def test_a_kill_at_shutdown_is_logged_as_a_drain(
+    make_server: ServerFactory, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.INFO)
+    server = await make_server()
+    server.service.on_finished(log_request)
+    async with grpc.aio.insecure_channel(server.addresses[0]) as channel:
+        call = pbg.EngineServiceStub(channel).Generate(generate_request("probe", CountRequest(delay_s=0.01), "end-1"))
+        await call.read()
+        await server.kill()
+    [record] = [r for r in caplog.records if r.name == "engine_runtime.requests"]
+    entry, _ = both_formats(record)
+    assert (entry["request_id"], entry["finish"], entry["cause"]) == ("end-1", "killed", "drain")
