@@ -15,6 +15,7 @@ metric                                         type       extra labels   what
 ``engine_messages_sent_total``                 counter                   response messages carrying them
 ``engine_stops_total``                         counter    ``cause``      generations asked to stop (and not killed)
 ``engine_kills_total``                         counter    ``cause``      generations killed
+``engine_requests_refused_total``              counter    ``code``       calls refused before a generation started
 =============================================  =========  =============  ===========================================
 
 A server owns its own :class:`~prometheus_client.CollectorRegistry` (with the process, platform and GC
@@ -127,6 +128,13 @@ class ServerMetrics:
             registry=registry,
         )
         self.kills = Counter("engine_kills", "Generations killed, by cause.", [*labels, "cause"], registry=registry)
+        self.refused = Counter(
+            "engine_requests_refused",
+            "Calls refused before a generation started (bad request, unknown engine, limits, draining), by status; "
+            'engine="" when the call named no served engine.',
+            [*labels, "code"],
+            registry=registry,
+        )
         self._series: dict[str, _Series] = {}
         # Admission times on the event loop's clock, which is the clock of `Generation.first_item_at`.
         self._admitted: dict[Generation, float] = {}
@@ -137,6 +145,7 @@ class ServerMetrics:
             self._engine(name)
         service.on_started(self.started)
         service.on_finished(self.finished)
+        service.on_refused(self.refused_call)
 
     def _engine(self, name: str) -> _Series:
         series = self._series.get(name)
@@ -170,6 +179,10 @@ class ServerMetrics:
             # Counted once, by how it ended: a generation stopped and then killed is a kill.
             ended = self.kills if generation.context.is_killed() else self.stops
             ended.labels(generation.engine, generation.cause.value).inc()
+
+    def refused_call(self, engine: str, code: Code) -> None:
+        """The ``on_refused`` hook: a call answered before any generation started."""
+        self.refused.labels(engine, code.name).inc()
 
     def serve(self, host: str, port: int) -> MetricsEndpoint:
         """Serve :attr:`registry` at ``http://host:port/metrics`` (``port`` 0: a free one)."""

@@ -77,10 +77,18 @@ class EngineService:
         self._listing = {engine.name: _engine_info(engine) for engine in registry}
         self._finished: list[Finished] = []
         self._started: list[Callable[[Generation], None]] = []
+        self._refused: list[Callable[[str, Code], None]] = []
 
     def on_started(self, callback: Callable[[Generation], None]) -> None:
         """Call ``callback(generation)`` when a generation is admitted (for metrics)."""
         self._started.append(callback)
+
+    def on_refused(self, callback: Callable[[str, Code], None]) -> None:
+        """Call ``callback(engine, code)`` for a Generate/Session call refused before its generation started.
+
+        ``engine`` is the engine's name when the call named a served engine, else ``""``.
+        """
+        self._refused.append(callback)
 
     def on_finished(self, callback: Finished) -> None:
         """Call ``callback(generation, code)`` once for every generation, whichever way it ended."""
@@ -101,15 +109,17 @@ class EngineService:
     # -- Generate / Session ------------------------------------------------------------------------------------
 
     async def generate(self, raw: bytes, context: grpc.aio.ServicerContext[Any, Any]) -> None:
+        request = None
         try:
             request = parse(pb.GenerateRequest, raw, "the GenerateRequest")
             generation, stream = self._start(request)
         except EngineError as error:
-            _set_status(context, error)
+            self._refuse(context, request, error)
             return
         await self._serve(generation, stream, context)
 
     async def session(self, requests: AsyncIterator[bytes], context: grpc.aio.ServicerContext[Any, Any]) -> None:
+        message = None
         try:
             first = await anext(aiter(requests), None)
             if first is None:
@@ -119,7 +129,7 @@ class EngineService:
                 raise InvalidRequest("the first SessionRequest must be `start` (a GenerateRequest)")
             generation, stream = self._start(message.start)
         except EngineError as error:
-            _set_status(context, error)
+            self._refuse(context, message.start if message is not None else None, error)
             return
         bad_control: list[EngineError] = []
         control = asyncio.create_task(self._control(requests, generation, bad_control))
@@ -147,6 +157,16 @@ class EngineService:
                 bad.append(error)
                 generation.kill(Cause.STOP_REQUEST)
                 return
+
+    def _refuse(
+        self, context: grpc.aio.ServicerContext[Any, Any], request: pb.GenerateRequest | None, error: EngineError
+    ) -> None:
+        """Answer a call refused before its generation started, and tell the `on_refused` callbacks."""
+        _set_status(context, error)
+        # Only a served engine's name is reported: a client-chosen name would make unbounded metric labels.
+        engine = request.engine if request is not None and request.engine in self.registry else ""
+        for callback in self._refused:
+            callback(engine, error.code)
 
     def _start(self, request: pb.GenerateRequest) -> tuple[Generation, LocalStream[bytes]]:
         """Admit a generation and start its engine, or raise the EngineError that refuses it."""
@@ -198,11 +218,11 @@ class EngineService:
         finally:
             if not generation.context.is_done():
                 generation.context.kill()
-            self.inflight.remove(generation)
             if self._finished:
                 # After this handler has wound down: a kill's cancellation and the final status go out first,
-                # the bookkeeping (log line, metrics) after.
+                # the bookkeeping (log line, metrics) after, yet before anyone waiting for an empty table.
                 asyncio.get_running_loop().call_soon(self._report, generation, code)
+            self.inflight.remove(generation)
 
     def _report(self, generation: Generation, code: Code) -> None:
         for callback in self._finished:

@@ -132,3 +132,22 @@ async def test_a_metrics_port_in_use_is_a_startup_error(make_server: ServerFacto
         port = taken.getsockname()[1]
         with pytest.raises(StartupError, match=rf"cannot serve metrics on 127\.0\.0\.1:{port}: .*--metrics-port"):
             await make_server(metrics_port=port)
+
+
+async def test_refused_calls_are_counted_without_client_chosen_labels(make_server: ServerFactory) -> None:
+    server = await make_server(metrics_port=0, max_engine_concurrency=1)
+    async with grpc.aio.insecure_channel(server.addresses[0]) as channel:
+        stub = pbg.EngineServiceStub(channel)
+        assert (await collect(stub, "no-such-engine", EchoRequest(), EchoResponse)).code is grpc.StatusCode.NOT_FOUND
+        wrong = await collect(stub, "echo", CountRequest(), EchoResponse)
+        assert wrong.code is grpc.StatusCode.INVALID_ARGUMENT
+        call = stub.Generate(generate_request("probe", CountRequest(delay_s=0.01)))
+        await first_item_then(call)
+        busy = await collect(stub, "probe", CountRequest(count=1), CountResponse)
+        assert busy.code is grpc.StatusCode.RESOURCE_EXHAUSTED
+        call.cancel()
+    samples = await scrape(server)
+    assert value(samples, "engine_requests_refused_total", engine="", code="NOT_FOUND") == 1
+    assert value(samples, "engine_requests_refused_total", engine="echo", code="INVALID_ARGUMENT") == 1
+    assert value(samples, "engine_requests_refused_total", engine="probe", code="RESOURCE_EXHAUSTED") == 1
+    assert "no-such-engine" not in str(samples)
