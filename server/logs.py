@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import atexit
 import json
 import logging
+import logging.handlers
+import queue
 import sys
 import time
 from typing import Any
@@ -44,11 +47,32 @@ class TextFormatter(logging.Formatter):
         return f"{line} {' '.join(fields)}" if fields else line
 
 
+class _DeferredQueueHandler(logging.handlers.QueueHandler):
+    """Hands records to the writer thread unformatted: formatting and the write happen off the event loop."""
+
+    def prepare(self, record: logging.LogRecord) -> logging.LogRecord:
+        # The stock prepare() formats here, on the caller's thread. Our records carry only plain values
+        # (strings, numbers), so the writer thread can format them later just as well.
+        return record
+
+
+_listeners: list[logging.handlers.QueueListener] = []
+
+
 def configure_logging(fmt: str = "text", level: str = "info") -> None:
+    """Log to stderr in ``fmt`` (``text`` or ``json``) from a writer thread, so a log line never blocks serving."""
+    while _listeners:
+        _listeners.pop().stop()
     handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(JsonFormatter() if fmt == "json" else TextFormatter())
+    records: queue.SimpleQueue[logging.LogRecord] = queue.SimpleQueue()
+    listener = logging.handlers.QueueListener(records, handler)
+    listener.start()
+    _listeners.append(listener)
+    # Stopping the listener drains the queue: every line logged before exit is written.
+    atexit.register(listener.stop)
     root = logging.getLogger()
-    root.handlers[:] = [handler]
+    root.handlers[:] = [_DeferredQueueHandler(records)]
     root.setLevel(level.upper())
 
 
