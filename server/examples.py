@@ -35,7 +35,8 @@ MAX_SIZE = 1 << 20
 registry = EngineRegistry()
 
 
-@registry.engine("echo", request=EchoRequest, response=EchoResponse)
+# The health request makes `echo`'s health in grpc.health.v1 mean "answers", not just "registered".
+@registry.engine("echo", request=EchoRequest, response=EchoResponse, health_request=EchoRequest(text="ok"))
 async def echo(request: EchoRequest, ctx: Context) -> AsyncIterator[EchoResponse]:
     """Streams back each whitespace-separated word of `text`, `delay_s` seconds apart."""
     for i, word in enumerate(request.text.split()):
