@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import warnings
 from collections.abc import AsyncIterator
 
 import pytest
@@ -117,3 +118,24 @@ async def test_client_stop_by_id_finds_the_replica(replicas: tuple[EngineServer,
         while await stream.next_batch():
             pass
         assert stream.finish_reason is FinishReason.STOPPED
+
+
+async def test_downcast_warns_when_the_server_describes_a_type_differently() -> None:
+    """Same full name, other fields: the downcast succeeds by name, and says that the descriptors differ."""
+    from google.protobuf import descriptor_pb2, descriptor_pool, message_factory
+
+    from generated.examples.v1.examples_pb2 import EchoRequest, EchoResponse
+
+    file = descriptor_pb2.FileDescriptorProto(name="other/echo.proto", package="examples.v1", syntax="proto3")
+    message = file.message_type.add(name="EchoRequest")
+    message.field.add(name="words", number=1, type=descriptor_pb2.FieldDescriptorProto.TYPE_INT64)
+    pool = descriptor_pool.DescriptorPool()
+    pool.Add(file)
+    other_echo_request = message_factory.GetMessageClass(pool.FindMessageTypeByName("examples.v1.EchoRequest"))
+    async with EngineServer(registry, ServerConfig(port=0)) as server, EngineClient(server.addresses[0]) as client:
+        remote = await client.get("echo")
+        with pytest.warns(UserWarning, match=r"describes examples\.v1\.EchoRequest differently"):
+            assert remote.downcast(other_echo_request, EchoResponse) is not None
+        with warnings.catch_warnings():
+            warnings.simplefilter("error")
+            assert remote.downcast(EchoRequest, EchoResponse) is not None  # the same descriptor: no warning
