@@ -139,3 +139,23 @@ async def test_downcast_warns_when_the_server_describes_a_type_differently() -> 
         with warnings.catch_warnings():
             warnings.simplefilter("error")
             assert remote.downcast(EchoRequest, EchoResponse) is not None  # the same descriptor: no warning
+
+
+async def test_a_server_that_goes_away_mid_stream_is_a_clear_error_not_a_retry() -> None:
+    from server import Unavailable
+
+    server = EngineServer(registry, ServerConfig(port=0))
+    await server.start()
+    try:
+        async with EngineClient(server.addresses[0]) as client:
+            probe = (await client.get("probe")).downcast(CountRequest, CountResponse)
+            assert probe is not None
+            stream = await probe.generate(CountRequest(delay_s=0.01))
+            assert await stream.next_batch()
+            await server.kill()  # every call is cancelled under the client
+            with pytest.raises(Unavailable):
+                while await stream.next_batch():
+                    pass
+            assert stream.finish_reason is None  # a truncated stream never looks complete
+    finally:
+        await server.kill()
