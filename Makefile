@@ -34,8 +34,9 @@ run: $(STAMP)
 	@echo "  $(BIN)/engine-client --target $(HOST):$(PORT) generate echo '{\"text\": \"hello streaming world\", \"delay_s\": 0.2}'"
 	$(BIN)/engine-server --host $(HOST) --port $(PORT)
 
+# pytest exits 5 when a selection collects no test: that is not a failure of the suite.
 test: $(STAMP)
-	$(BIN)/python -m pytest
+	$(BIN)/python -m pytest $(PYTEST_ARGS) || [ $$? -eq 5 ]
 
 lint: $(STAMP)
 	$(BIN)/ruff format --check .
