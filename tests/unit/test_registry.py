@@ -159,3 +159,26 @@ async def test_nested_engine_stop_stops_the_inner_one() -> None:
             stream.context.stop()
     assert got[:2] == ["W", "W"] and len(got) < 1000
     assert stream.finish_reason is not None and stream.finish_reason.name == "STOPPED"
+
+
+class Counter:
+    """A unary object engine: its `generate` is a coroutine returning one response, and it keeps state."""
+
+    def __init__(self) -> None:
+        self.calls = 0
+
+    async def generate(self, request: EchoRequest, ctx: Context) -> EchoResponse:
+        self.calls += 1
+        return EchoResponse(text=f"{request.text} #{self.calls}")
+
+
+@pytest.mark.asyncio
+async def test_an_object_with_a_unary_generate_is_a_unary_engine() -> None:
+    registry = EngineRegistry()
+    counter = Counter()
+    erased = registry.register("counter", counter, request=EchoRequest, response=EchoResponse)
+    assert erased.unary is True
+    typed = erased.downcast(EchoRequest, EchoResponse)
+    assert typed is not None
+    for expected in ("a #1", "a #2"):
+        assert [item.text async for item in await typed.generate(EchoRequest(text="a"))] == [expected]
