@@ -35,7 +35,7 @@ async def two_hops() -> AsyncIterator[EngineClient]:
 
 async def far_probe(request_id: str) -> str:
     probe = PROBES[request_id + ".1"]  # the middle hop runs the far generation on a child context
-    await asyncio.wait_for(probe.ended.wait(), 3)
+    await asyncio.wait_for(probe.ended.wait(), 10)
     return f"{probe.exit} killed={probe.killed_in_finally}"
 
 
@@ -103,7 +103,7 @@ async def test_replicas_share_calls_and_each_stop_reaches_its_replica(
         assert stream.finish_reason is FinishReason.STOPPED
         assert PROBES[stream.context.id].exit == "stopped"
     # The client has its last message a moment before each server's handler has wound down.
-    assert await a.inflight.wait_empty(2) and await b.inflight.wait_empty(2)
+    assert await a.inflight.wait_empty(10) and await b.inflight.wait_empty(10)
 
 
 async def test_client_stop_by_id_finds_the_replica(replicas: tuple[EngineServer, EngineServer, EngineClient]) -> None:

@@ -49,7 +49,7 @@ async def get_engine(request: pytest.FixtureRequest) -> AsyncIterator[GetEngine]
 
 async def probe_ended(request_id: str) -> str:
     probe = PROBES[request_id]
-    await asyncio.wait_for(probe.ended.wait(), 3)
+    await asyncio.wait_for(probe.ended.wait(), 10)
     return f"{probe.exit} killed={probe.killed_in_finally}"
 
 

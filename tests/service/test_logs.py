@@ -46,7 +46,7 @@ async def test_one_line_per_finished_stopped_and_killed_request(
         killed = stub.Generate(generate_request("probe", endless, "kill-1"), metadata=AUTH)
         await killed.read()
         killed.cancel()
-        assert await server.inflight.wait_empty(5)
+        assert await server.inflight.wait_empty(10)
 
     lines = {vars(r)["request_id"]: r for r in caplog.records if r.name == "engine_runtime.requests"}
     expected = {

@@ -65,7 +65,7 @@ async def test_every_end_is_counted_by_status_and_cause(make_server: ServerFacto
         killed = stub.Generate(generate_request("probe", endless))
         await stub.Stop(pb.StopRequest(request_id=await first_item_then(killed), kill=True))
         assert await final_code(killed) is grpc.StatusCode.ABORTED
-        assert await server.inflight.wait_empty(5)
+        assert await server.inflight.wait_empty(10)
 
         # The drain stops the probe (it honours the stop) and then kills the stubborn engine (it does not).
         honours = stub.Generate(generate_request("probe", endless))
@@ -110,7 +110,7 @@ async def test_in_flight_is_a_live_gauge(make_server: ServerFactory) -> None:
         await first_item_then(call)
         assert value(await scrape(server), "engine_requests_in_flight", engine="probe") == 1
         call.cancel()
-        assert await server.inflight.wait_empty(5)
+        assert await server.inflight.wait_empty(10)
     assert value(await scrape(server), "engine_requests_in_flight", engine="probe") == 0
 
 

@@ -118,7 +118,7 @@ async def test_server_concurrency_limit(make_server: ServerFactory) -> None:
         assert "2" in out.details
         for call in calls:
             call.cancel()
-        await asyncio.wait_for(server.inflight.wait_empty(5), 5)
+        await asyncio.wait_for(server.inflight.wait_empty(10), 5)
         await still_serving(stub)
 
 

@@ -193,7 +193,7 @@ async def test_leaving_the_loop_early_kills_the_engine(how: str) -> None:
             async for _ in iterator:
                 raise RuntimeError("consumer failed")
         del iterator
-    await asyncio.wait_for(probe.ended.wait(), 1)
+    await asyncio.wait_for(probe.ended.wait(), 10)
     assert stream.context.is_killed() and probe.killed_in_finally is True
 
 
@@ -204,7 +204,7 @@ async def test_dropping_a_stream_kills_the_engine() -> None:
     await probe.started.wait()
     del stream
     gc.collect()
-    await asyncio.wait_for(probe.ended.wait(), 1)
+    await asyncio.wait_for(probe.ended.wait(), 10)
     assert ctx.is_killed() and probe.killed_in_finally is True
 
 
