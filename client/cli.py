@@ -29,13 +29,17 @@ EXIT_INTERRUPTED = 130
 
 def _client(ctx: click.Context) -> EngineClient:
     o = ctx.obj
-    return EngineClient(
-        o["target"],
-        tls_ca=o["tls_ca"],
-        token_file=o["token_file"],
-        timeout=o["timeout"],
-        connect_timeout=o["connect_timeout"],
-    )
+    try:
+        return EngineClient(
+            o["target"],
+            tls_ca=o["tls_ca"],
+            token_file=o["token_file"],
+            timeout=o["timeout"],
+            connect_timeout=o["connect_timeout"],
+        )
+    except (ValueError, OSError) as error:
+        # A target list that names nothing, an unreadable TLS or token file: one line, not a traceback.
+        raise click.ClickException(f"--target {o['target']!r}: {error}") from None
 
 
 @click.group(context_settings={"auto_envvar_prefix": "ENGINE_CLIENT", "show_default": True})

@@ -137,3 +137,10 @@ def test_composition_example_calls_an_engine_on_another_server(start_server: typ
     result = client(relay.wait_listening(), "generate", "shout_remote", '{"text": "hello there"}')
     assert result.returncode == 0, result.stderr + relay.output
     assert [json.loads(line)["text"] for line in result.stdout.splitlines()] == ["HELLO", "THERE"]
+
+
+@pytest.mark.parametrize("target", ["", " , "])
+def test_an_empty_target_is_one_clear_line(target: str) -> None:
+    result = client(target, "list")
+    assert result.returncode == 1 and "at least one target" in result.stderr
+    assert "Traceback" not in result.stderr and len(result.stderr.strip().splitlines()) == 1
