@@ -155,10 +155,6 @@ class RemoteStream(ResponseStream[Any]):
         context.link_child(_CallControl(call))
 
     @property
-    def request_id(self) -> str:
-        return self.context.id
-
-    @property
     def finish_reason(self) -> FinishReason | None:
         return self._finish if self._ended else None
 

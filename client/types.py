@@ -20,7 +20,6 @@ class TypeCatalog:
 
     def __init__(self, descriptors: descriptor_pb2.FileDescriptorSet) -> None:
         self._pool = descriptor_pool.DescriptorPool()
-        self._files = {file.name: file for file in descriptors.file}
         for file in descriptors.file:
             self._pool.Add(file)
         self._classes: dict[str, type[Message]] = {}

@@ -81,3 +81,26 @@ def fetch_metrics(url: str) -> Samples:
 def value(samples: Samples, name: str, **labels: str) -> float:
     """The sample with exactly these labels, 0 when absent."""
     return samples.get((name, frozenset(labels.items())), 0.0)
+
+
+async def first_reply(call: Any) -> pb.GenerateResponse:
+    """The next message of a call read with read(); it must not be the end."""
+    reply = await call.read()
+    assert reply is not grpc.aio.EOF
+    return reply  # type: ignore[no-any-return]
+
+
+async def rest(call: Any) -> list[pb.GenerateResponse]:
+    """Read a call whose first message was taken with read() to its end (the two styles may not mix)."""
+    replies = []
+    while (reply := await call.read()) is not grpc.aio.EOF:
+        replies.append(reply)
+    return replies
+
+
+async def start_session(channel: grpc.aio.Channel, engine: str, message: Message, request_id: str) -> Any:
+    """Open a Session, send its `start`, and wait for the first message."""
+    call = pbg.EngineServiceStub(channel).Session()
+    await call.write(pb.SessionRequest(start=generate_request(engine, message, request_id)))
+    await first_reply(call)
+    return call

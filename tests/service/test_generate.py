@@ -17,22 +17,9 @@ from generated.engine.v1 import engine_pb2_grpc as pbg
 from generated.examples.v1.examples_pb2 import CountRequest, CountResponse, EchoRequest, EchoResponse
 from server.app import EngineServer
 from tests.engines import PROBES
-from tests.helpers import collect, generate_request
+from tests.helpers import collect, first_reply, generate_request, rest, start_session
 
 pytestmark = pytest.mark.asyncio
-
-
-async def first_reply(call: Any) -> pb.GenerateResponse:
-    reply = await call.read()
-    assert reply is not grpc.aio.EOF
-    return reply  # type: ignore[no-any-return]
-
-
-async def rest(call: Any) -> list[pb.GenerateResponse]:
-    replies = []
-    while (reply := await call.read()) is not grpc.aio.EOF:
-        replies.append(reply)
-    return replies
 
 
 async def test_echo_streams_words_and_completes_with_the_request_id(stub: pbg.EngineServiceAsyncStub) -> None:
@@ -126,10 +113,7 @@ async def test_deadline_kills_the_engine(stub: pbg.EngineServiceAsyncStub) -> No
 
 
 async def test_session_in_band_stop_ends_with_stopped(channel: grpc.aio.Channel) -> None:
-    stub = pbg.EngineServiceStub(channel)
-    call = stub.Session()
-    await call.write(pb.SessionRequest(start=generate_request("probe", CountRequest(delay_s=0.01), "sess-1")))
-    await first_reply(call)
+    call = await start_session(channel, "probe", CountRequest(delay_s=0.01), "sess-1")
     await call.write(pb.SessionRequest(control=pb.Control(action=pb.Control.ACTION_STOP_GENERATING)))
     replies = await rest(call)
     assert replies[-1].finish_reason == pb.FINISH_REASON_STOPPED
@@ -137,10 +121,7 @@ async def test_session_in_band_stop_ends_with_stopped(channel: grpc.aio.Channel)
 
 
 async def test_session_in_band_kill_is_aborted(channel: grpc.aio.Channel) -> None:
-    stub = pbg.EngineServiceStub(channel)
-    call = stub.Session()
-    await call.write(pb.SessionRequest(start=generate_request("probe", CountRequest(delay_s=0.01), "sess-2")))
-    await first_reply(call)
+    call = await start_session(channel, "probe", CountRequest(delay_s=0.01), "sess-2")
     await call.write(pb.SessionRequest(control=pb.Control(action=pb.Control.ACTION_KILL)))
     with pytest.raises(grpc.aio.AioRpcError) as info:
         await rest(call)

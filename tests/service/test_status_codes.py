@@ -15,7 +15,7 @@ from generated.engine.v1 import engine_pb2_grpc as pbg
 from generated.examples.v1.examples_pb2 import CountError, CountRequest, CountResponse, EchoRequest, EchoResponse
 from tests.conftest import ServerFactory
 from tests.engines import PROBES
-from tests.helpers import collect, generate_request
+from tests.helpers import collect, generate_request, rest
 
 pytestmark = pytest.mark.asyncio
 
@@ -23,14 +23,6 @@ pytestmark = pytest.mark.asyncio
 async def still_serving(stub: pbg.EngineServiceAsyncStub) -> None:
     out = await collect(stub, "echo", EchoRequest(text="still here"), EchoResponse)
     assert out.code is grpc.StatusCode.OK and [i.text for i in out.items] == ["still", "here"]
-
-
-async def rest(call: Any) -> list[pb.GenerateResponse]:
-    """Read a call whose first message was taken with read() to its end (the two styles may not mix)."""
-    replies = []
-    while (reply := await call.read()) is not grpc.aio.EOF:
-        replies.append(reply)
-    return replies
 
 
 async def raw_generate(channel: grpc.aio.Channel, data: bytes) -> grpc.aio.AioRpcError:
