@@ -9,6 +9,8 @@ FROM python:3.11-slim AS builder
 WORKDIR /src
 # Only what the wheel is built from, so that editing tests or docs does not rebuild this stage.
 COPY pyproject.toml README.md ./
+# engine_runtime/ holds the import root: its server, client and generated are links to the folders beside it.
+COPY engine_runtime/ engine_runtime/
 COPY server/ server/
 COPY client/ client/
 COPY generated/ generated/
@@ -30,7 +32,7 @@ RUN groupadd --system --gid 10001 engine \
 
 COPY --from=builder /opt/venv /opt/venv
 
-# PYTHONSAFEPATH keeps `python -m server.healthcheck` from importing a `server/` found in the working directory.
+# PYTHONSAFEPATH keeps `python -m engine_runtime.server.healthcheck` from importing a module of the working directory.
 ENV PATH=/opt/venv/bin:$PATH \
     PYTHONUNBUFFERED=1 \
     PYTHONDONTWRITEBYTECODE=1 \
@@ -49,7 +51,7 @@ EXPOSE 50051
 # Asks grpc.health.v1 on the default port. A server started with another --port, or on a unix socket alone,
 # needs its own health command (docker run --health-cmd ...); Kubernetes uses its own probes instead.
 HEALTHCHECK --interval=10s --timeout=5s --start-period=10s --retries=3 \
-    CMD ["python", "-m", "server.healthcheck", "--timeout", "3"]
+    CMD ["python", "-m", "engine_runtime.server.healthcheck", "--timeout", "3"]
 
 # SIGTERM (docker stop) starts the drain: give it --drain-timeout + --stop-timeout, e.g. `docker stop -t 45`.
 ENTRYPOINT ["engine-server"]

@@ -33,7 +33,7 @@ from typing import Any, TypeVar
 
 import grpc
 
-from generated.examples.v1.examples_pb2 import CountRequest, CountResponse
+from engine_runtime.generated.examples.v1.examples_pb2 import CountRequest, CountResponse
 
 __all__ = ["COUNT", "COUNT_GEN", "PROBE", "PROBE_TIMES", "SERVICE", "STAMPED", "main", "run"]
 

@@ -15,10 +15,10 @@ import os
 import time
 from collections.abc import AsyncIterator, Callable
 
-from generated.examples.v1.examples_pb2 import CountRequest, CountResponse
-from server import Context
-from server.examples import count, registry
-from server.wire import encode_response, item_encoder
+from engine_runtime.generated.examples.v1.examples_pb2 import CountRequest, CountResponse
+from engine_runtime.server import Context
+from engine_runtime.server.examples import count, registry
+from engine_runtime.server.wire import encode_response, item_encoder
 
 __all__ = ["main"]
 

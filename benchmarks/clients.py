@@ -18,8 +18,8 @@ from google.protobuf.empty_pb2 import Empty
 from google.protobuf.message import Message
 from google.protobuf.struct_pb2 import Struct
 
-from generated.engine.v1 import engine_pb2, engine_pb2_grpc
-from generated.examples.v1.examples_pb2 import CountRequest, CountResponse
+from engine_runtime.generated.engine.v1 import engine_pb2, engine_pb2_grpc
+from engine_runtime.generated.examples.v1.examples_pb2 import CountRequest, CountResponse
 
 from . import bare_server
 

@@ -20,9 +20,9 @@ from collections.abc import AsyncIterator
 from google.protobuf.empty_pb2 import Empty
 from google.protobuf.struct_pb2 import Struct
 
-from generated.examples.v1.examples_pb2 import CountRequest, CountResponse
-from server import Context, EngineRegistry
-from server.examples import registry as examples
+from engine_runtime.generated.examples.v1.examples_pb2 import CountRequest, CountResponse
+from engine_runtime.server import Context, EngineRegistry
+from engine_runtime.server.examples import registry as examples
 
 __all__ = ["registry"]
 

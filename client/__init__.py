@@ -2,7 +2,7 @@
 
 Example::
 
-    from client import EngineClient
+    from engine_runtime.client import EngineClient
 
     async with EngineClient("127.0.0.1:50051") as client:
         names = await client.list_engines()

@@ -15,8 +15,8 @@ import click
 from google.protobuf import json_format
 from google.protobuf.descriptor import FieldDescriptor
 
-from server.context import Context
-from server.errors import EngineError
+from engine_runtime.server.context import Context
+from engine_runtime.server.errors import EngineError
 
 from .client import EngineClient
 from .remote import RemoteEngine

@@ -17,8 +17,8 @@ from typing import Any
 
 import grpc
 
-from generated.engine.v1 import engine_pb2 as pb
-from server.errors import Code, EngineError, EngineNotFound, error_for
+from engine_runtime.generated.engine.v1 import engine_pb2 as pb
+from engine_runtime.server.errors import Code, EngineError, EngineNotFound, error_for
 
 from .remote import RemoteEngine
 from .transport import Transport

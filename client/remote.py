@@ -17,11 +17,11 @@ from google.protobuf import any_pb2
 from google.protobuf.message import DecodeError, Message
 from google.rpc import status_pb2
 
-from generated.engine.v1 import engine_pb2 as pb
-from server.context import Context
-from server.engine import AnyEngine, Engine, Req, Resp
-from server.errors import Code, EngineError, InvalidRequest, error_for
-from server.stream import FinishReason, ResponseStream
+from engine_runtime.generated.engine.v1 import engine_pb2 as pb
+from engine_runtime.server.context import Context
+from engine_runtime.server.engine import AnyEngine, Engine, Req, Resp
+from engine_runtime.server.errors import Code, EngineError, InvalidRequest, error_for
+from engine_runtime.server.stream import FinishReason, ResponseStream
 
 from .types import TypeCatalog, descriptor_differs
 

@@ -14,7 +14,7 @@ from typing import Any
 
 import grpc
 
-from server.errors import Code, EngineError
+from engine_runtime.server.errors import Code, EngineError
 
 __all__ = ["Transport"]
 

@@ -15,9 +15,9 @@ from __future__ import annotations
 import os
 from collections.abc import AsyncIterator
 
-from client import EngineClient
-from generated.examples.v1.examples_pb2 import EchoRequest, EchoResponse
-from server import Context, Engine, EngineRegistry, Unavailable
+from engine_runtime.client import EngineClient
+from engine_runtime.generated.examples.v1.examples_pb2 import EchoRequest, EchoResponse
+from engine_runtime.server import Context, Engine, EngineRegistry, Unavailable
 
 __all__ = ["registry"]
 

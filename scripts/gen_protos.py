@@ -2,7 +2,8 @@
 
 protoc runs with protos/ as the include root, so descriptors are named `engine/v1/engine.proto` whoever compiles
 them. grpcio-tools then writes imports such as `from engine.v1 import engine_pb2`; inside the package
-`generated` they must read `from generated.engine.v1 import ...`, which this script rewrites.
+`engine_runtime.generated` they must read `from engine_runtime.generated.engine.v1 import ...`, which this script
+rewrites.
 """
 
 from __future__ import annotations
@@ -46,7 +47,7 @@ def generate(out: Path) -> None:
         sys.exit("protoc failed")
     for path in out.rglob("*.py*"):
         text = path.read_text()
-        fixed = IMPORT.sub(r"\1 generated.\2", text)
+        fixed = IMPORT.sub(r"\1 engine_runtime.generated.\2", text)
         if fixed != text:
             path.write_text(fixed)
     for folder in [out, *(p for p in out.rglob("*") if p.is_dir())]:

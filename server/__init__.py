@@ -2,9 +2,9 @@
 
 The runtime (this package's top level) is plain asyncio and protobuf::
 
-    from server import Context, EngineRegistry, EngineError, AnyEngine, ResponseStream
+    from engine_runtime.server import Context, EngineRegistry, EngineError, AnyEngine, ResponseStream
 
-The gRPC server built on it lives in :mod:`server.app` (and the ``engine-server`` command).
+The gRPC server built on it lives in :mod:`.app` (and the ``engine-server`` command).
 """
 
 from .context import Context, Controller, Link

@@ -15,7 +15,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import AsyncIterator
 
-from generated.examples.v1.examples_pb2 import (
+from engine_runtime.generated.examples.v1.examples_pb2 import (
     CountError,
     CountRequest,
     CountResponse,

@@ -1,4 +1,4 @@
-"""``python -m server.healthcheck``: ask a server's ``grpc.health.v1`` service whether it is serving.
+"""``python -m engine_runtime.server.healthcheck``: ask a server's ``grpc.health.v1`` service whether it is serving.
 
 A probe for places that run a command rather than speak gRPC: a Dockerfile ``HEALTHCHECK``, a Kubernetes ``exec``
 probe (for a server on a unix socket, where the kubelet's own ``grpc`` probe cannot reach), a deploy script. It
@@ -8,11 +8,11 @@ health check. Health is open even when the server requires a token, so the probe
 
 Example::
 
-    $ python -m server.healthcheck --target 127.0.0.1:50051
+    $ python -m engine_runtime.server.healthcheck --target 127.0.0.1:50051
     SERVING
-    $ python -m server.healthcheck --target unix:/sockets/engine.sock --service echo
+    $ python -m engine_runtime.server.healthcheck --target unix:/sockets/engine.sock --service echo
     SERVING
-    $ python -m server.healthcheck --target 127.0.0.1:50999
+    $ python -m engine_runtime.server.healthcheck --target 127.0.0.1:50999
     Error: cannot reach 127.0.0.1:50999: failed to connect to all addresses; ...
 """
 
@@ -95,7 +95,7 @@ def command(target: str, service: str, timeout: float, tls_ca: str | None) -> No
 def main() -> None:
     try:
         # Not standalone: click would exit 2 on a usage error, which Docker reserves.
-        code = command.main(prog_name="python -m server.healthcheck", standalone_mode=False)
+        code = command.main(prog_name="python -m engine_runtime.server.healthcheck", standalone_mode=False)
     except click.ClickException as error:
         error.show()
         raise SystemExit(1) from None

@@ -79,7 +79,7 @@ def configure_logging(fmt: str = "text", level: str = "info") -> None:
 def log_request(generation: Any, code: Any) -> None:
     """The one line per finished request: engine, request id, status, items, duration and finish or kill cause.
 
-    ``generation`` is a :class:`server.inflight.Generation`, ``code`` a :class:`server.errors.Code`.
+    ``generation`` is a :class:`.inflight.Generation`, ``code`` a :class:`.errors.Code`.
     """
     ctx = generation.context
     if code.name == "OK":

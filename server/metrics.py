@@ -1,7 +1,7 @@
 """Prometheus metrics of the engine service, fed by its start and finish hooks, and their HTTP endpoint.
 
 Nothing here runs per item: a generation is counted when it is admitted and once more when it ends, from the
-totals its :class:`~server.inflight.Generation` carries (items, messages, cause, first-item time). Every series
+totals its :class:`~.inflight.Generation` carries (items, messages, cause, first-item time). Every series
 is per engine (``engine="<name>"``):
 
 =============================================  =========  =============  ===========================================
@@ -20,7 +20,7 @@ metric                                         type       extra labels   what
 
 A server owns its own :class:`~prometheus_client.CollectorRegistry` (with the process, platform and GC
 collectors), so several servers in one process do not collide. Under ``--workers`` the metrics are written in
-prometheus-client's multiprocess mode instead, and the supervisor serves one merged view (:mod:`server.workers`).
+prometheus-client's multiprocess mode instead, and the supervisor serves one merged view (:mod:`.workers`).
 
 Example::
 

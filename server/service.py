@@ -5,7 +5,7 @@ writer -> wire. The handlers are write-style coroutines over raw bytes:
 
 - raw bytes in, so that a request that does not parse is answered INVALID_ARGUMENT naming what failed (grpc's
   own deserializer would answer UNKNOWN);
-- raw bytes out, framed by :mod:`server.wire` without building an ``Any`` per item;
+- raw bytes out, framed by :mod:`.wire` without building an ``Any`` per item;
 - ``context.write`` rather than an async-generator handler, because a client cancel then reaches the handler
   at once (as ``CancelledError``, or an error from ``write``) and its ``finally`` kills the generation
   deterministically within about a millisecond.
@@ -25,7 +25,7 @@ import grpc
 from google.protobuf import any_pb2
 from google.rpc import status_pb2
 
-from generated.engine.v1 import engine_pb2 as pb
+from engine_runtime.generated.engine.v1 import engine_pb2 as pb
 
 from .context import Context, validate_request_id
 from .descriptors import file_descriptor_set

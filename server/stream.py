@@ -46,7 +46,7 @@ class ResponseStream(Generic[Resp]):
 
     Leaving an ``async for`` early (``break``, an exception, :meth:`aclose`, or dropping the stream) kills the
     generation. A stream killed by its consumer (or an ancestor context) ends quietly; one killed from the far
-    side raises :class:`~server.errors.Aborted`.
+    side raises :class:`~.errors.Aborted`.
 
     Example::
 
@@ -63,7 +63,7 @@ class ResponseStream(Generic[Resp]):
     async def next_batch(self) -> list[Resp]:
         """Wait for and return every item produced so far (at least one); ``[]`` once the stream has ended.
 
-        Raises the engine's :class:`~server.errors.EngineError` after the items produced before it.
+        Raises the engine's :class:`~.errors.EngineError` after the items produced before it.
         """
         raise NotImplementedError
 

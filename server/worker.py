@@ -1,10 +1,10 @@
 """The worker side of ``engine-server --workers N``: one process's server, driven by the supervisor.
 
-A worker builds its :class:`~server.app.EngineServer` (every grpc object is created here, in the spawned
+A worker builds its :class:`~.app.EngineServer` (every grpc object is created here, in the spawned
 process), binds the shared port with ``SO_REUSEPORT``, and reports ``ready`` or its startup error over its pipe.
 Then it takes ``drain`` and ``kill`` from the pipe (and SIGTERM, to recycle one worker by hand), drains on its own
 if the pipe closes (the supervisor died), and ignores SIGINT, which only the supervisor acts on.
-See :mod:`server.workers` for the supervisor.
+See :mod:`.workers` for the supervisor.
 """
 
 from __future__ import annotations

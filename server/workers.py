@@ -1,6 +1,6 @@
 """``engine-server --workers N``: one port served by N processes, and the supervisor that runs them.
 
-Each worker is a full :class:`~server.app.EngineServer` in a process of its own, started with the ``spawn``
+Each worker is a full :class:`~.app.EngineServer` in a process of its own, started with the ``spawn``
 method (grpc's threads do not survive a ``fork``) and creating every grpc object itself. All of them bind the
 same port with ``SO_REUSEPORT``, so the kernel spreads *connections* across them: every call on one channel
 goes to the same worker, and a client balances across workers only by opening several connections.
@@ -21,7 +21,7 @@ The supervisor (the process the user started):
 It talks to each worker over a pipe: the worker reports ``ready`` or its startup error, the supervisor sends
 ``drain`` or ``kill``. A worker whose pipe closes (the supervisor died) drains on its own. Workers ignore SIGINT:
 a Ctrl-C in a terminal reaches the whole process group, and only the supervisor should act on it, once. The
-worker's side is :mod:`server.worker`.
+worker's side is :mod:`.worker`.
 """
 
 from __future__ import annotations
@@ -67,7 +67,7 @@ def serve_workers(
 ) -> int:
     """Serve ``config``'s port from ``count`` worker processes until a signal drains them; return the exit code.
 
-    Raises :class:`~server.app.StartupError` (one line) when the server cannot start: the port or the metrics
+    Raises :class:`~.app.StartupError` (one line) when the server cannot start: the port or the metrics
     port is taken, a unix socket was asked for, or a worker failed before it served.
     """
     if config.uds or config.no_tcp:

@@ -9,8 +9,8 @@ import grpc
 import pytest
 import pytest_asyncio
 
-from generated.engine.v1 import engine_pb2_grpc as pbg
-from server.app import EngineServer, ServerConfig
+from engine_runtime.generated.engine.v1 import engine_pb2_grpc as pbg
+from engine_runtime.server.app import EngineServer, ServerConfig
 from tests.engines import registry
 from tests.processes import ServerProcess, tracked_servers
 

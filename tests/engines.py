@@ -11,9 +11,15 @@ import os
 import time
 from collections.abc import AsyncIterator
 
-from generated.examples.v1.examples_pb2 import CountError, CountRequest, CountResponse, EchoRequest, EchoResponse
-from server import Code, Context, EngineError, EngineRegistry
-from server.examples import registry as examples
+from engine_runtime.generated.examples.v1.examples_pb2 import (
+    CountError,
+    CountRequest,
+    CountResponse,
+    EchoRequest,
+    EchoResponse,
+)
+from engine_runtime.server import Code, Context, EngineError, EngineRegistry
+from engine_runtime.server.examples import registry as examples
 
 
 class Probe:

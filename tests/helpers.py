@@ -11,8 +11,8 @@ from google.protobuf import any_pb2
 from google.protobuf.message import Message
 from prometheus_client.parser import text_string_to_metric_families
 
-from generated.engine.v1 import engine_pb2 as pb
-from generated.engine.v1 import engine_pb2_grpc as pbg
+from engine_runtime.generated.engine.v1 import engine_pb2 as pb
+from engine_runtime.generated.engine.v1 import engine_pb2_grpc as pbg
 
 
 def pack(message: Message) -> any_pb2.Any:

@@ -9,10 +9,10 @@ from collections.abc import AsyncIterator
 import pytest
 import pytest_asyncio
 
-from client import EngineClient
-from generated.examples.v1.examples_pb2 import CountRequest, CountResponse
-from server import Context, EngineRegistry, FinishReason
-from server.app import EngineServer, ServerConfig
+from engine_runtime.client import EngineClient
+from engine_runtime.generated.examples.v1.examples_pb2 import CountRequest, CountResponse
+from engine_runtime.server import Context, EngineRegistry, FinishReason
+from engine_runtime.server.app import EngineServer, ServerConfig
 from tests.engines import PROBES, registry
 
 pytestmark = pytest.mark.asyncio
@@ -124,7 +124,7 @@ async def test_downcast_warns_when_the_server_describes_a_type_differently() -> 
     """Same full name, other fields: the downcast succeeds by name, and says that the descriptors differ."""
     from google.protobuf import descriptor_pb2, descriptor_pool, message_factory
 
-    from generated.examples.v1.examples_pb2 import EchoRequest, EchoResponse
+    from engine_runtime.generated.examples.v1.examples_pb2 import EchoRequest, EchoResponse
 
     file = descriptor_pb2.FileDescriptorProto(name="other/echo.proto", package="examples.v1", syntax="proto3")
     message = file.message_type.add(name="EchoRequest")
@@ -142,7 +142,7 @@ async def test_downcast_warns_when_the_server_describes_a_type_differently() -> 
 
 
 async def test_a_server_that_goes_away_mid_stream_is_a_clear_error_not_a_retry() -> None:
-    from server import Unavailable
+    from engine_runtime.server import Unavailable
 
     server = EngineServer(registry, ServerConfig(port=0))
     await server.start()

@@ -13,9 +13,15 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 import pytest
 import pytest_asyncio
 
-from client import EngineClient
-from generated.examples.v1.examples_pb2 import CountError, CountRequest, CountResponse, EchoRequest, EchoResponse
-from server import (
+from engine_runtime.client import EngineClient
+from engine_runtime.generated.examples.v1.examples_pb2 import (
+    CountError,
+    CountRequest,
+    CountResponse,
+    EchoRequest,
+    EchoResponse,
+)
+from engine_runtime.server import (
     Aborted,
     AnyEngine,
     Code,
@@ -26,7 +32,7 @@ from server import (
     FinishReason,
     InvalidRequest,
 )
-from server.app import EngineServer, ServerConfig
+from engine_runtime.server.app import EngineServer, ServerConfig
 from tests.engines import PROBES, registry
 
 pytestmark = pytest.mark.asyncio

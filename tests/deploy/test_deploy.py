@@ -26,8 +26,8 @@ import pytest
 import yaml  # type: ignore[import-untyped]
 from kubernetes_validate import utils as kubernetes_validate  # type: ignore[import-untyped]
 
-from server import healthcheck
-from server.cli import command as engine_server
+from engine_runtime.server import healthcheck
+from engine_runtime.server.cli import command as engine_server
 
 ROOT = Path(__file__).resolve().parents[2]
 DOCKERFILE = ROOT / "Dockerfile"
@@ -36,7 +36,7 @@ MANIFESTS = sorted((ROOT / "deploy" / "kubernetes").glob("*.yaml"))
 KUBERNETES_VERSIONS = ["1.29", kubernetes_validate.latest_version()]
 ENGINE_IMAGE = re.compile(r"(^|/)engine-runtime([:@]|$)")
 ENV_PREFIX = "ENGINE_SERVER_"
-HEALTHCHECK = ["python", "-m", "server.healthcheck"]
+HEALTHCHECK = ["python", "-m", "engine_runtime.server.healthcheck"]
 
 
 # --- the Dockerfile ----------------------------------------------------------------------------------------------
@@ -329,7 +329,7 @@ def check_engine_server(
 def check_probe(argv: list[str], where: str) -> click.Context:
     assert argv[:3] == HEALTHCHECK, f"{where}: runs {argv[:3]}, not {HEALTHCHECK}"
     try:
-        return healthcheck.command.make_context("python -m server.healthcheck", list(argv[3:]))
+        return healthcheck.command.make_context("python -m engine_runtime.server.healthcheck", list(argv[3:]))
     except click.ClickException as error:
         pytest.fail(f"{where}: the probe rejects {shlex.join(argv[3:])!r}: {error.format_message()}")
 

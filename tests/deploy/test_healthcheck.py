@@ -1,4 +1,4 @@
-"""``python -m server.healthcheck`` against a real server started in this process, run as a subprocess."""
+"""`python -m engine_runtime.server.healthcheck` against a real server in this process, run as a subprocess."""
 
 from __future__ import annotations
 
@@ -14,8 +14,8 @@ import pytest
 import pytest_asyncio
 from grpc_health.v1 import health_pb2
 
-from server.app import EngineServer, ServerConfig
-from server.examples import registry
+from engine_runtime.server.app import EngineServer, ServerConfig
+from engine_runtime.server.examples import registry
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -25,7 +25,7 @@ async def probe(*args: str) -> tuple[int, str, str]:
     process = await asyncio.create_subprocess_exec(
         sys.executable,
         "-m",
-        "server.healthcheck",
+        "engine_runtime.server.healthcheck",
         *args,
         cwd=ROOT,
         stdout=asyncio.subprocess.PIPE,

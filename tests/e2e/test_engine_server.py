@@ -13,9 +13,9 @@ from pathlib import Path
 import grpc
 import pytest
 
-from generated.engine.v1 import engine_pb2 as pb
-from generated.engine.v1 import engine_pb2_grpc as pbg
-from generated.examples.v1.examples_pb2 import CountRequest, CountResponse, EchoRequest, EchoResponse
+from engine_runtime.generated.engine.v1 import engine_pb2 as pb
+from engine_runtime.generated.engine.v1 import engine_pb2_grpc as pbg
+from engine_runtime.generated.examples.v1.examples_pb2 import CountRequest, CountResponse, EchoRequest, EchoResponse
 from tests.helpers import collect, generate_request
 from tests.processes import BIN, ServerProcess
 
@@ -69,8 +69,8 @@ def test_a_target_module_in_the_current_directory(start_server: type[ServerProce
     (tmp_path / "my_engines.py").write_text(
         textwrap.dedent(
             """
-            from server import EngineRegistry
-            from generated.examples.v1.examples_pb2 import EchoRequest, EchoResponse
+            from engine_runtime.server import EngineRegistry
+            from engine_runtime.generated.examples.v1.examples_pb2 import EchoRequest, EchoResponse
 
             registry = EngineRegistry()
 
@@ -96,8 +96,8 @@ def test_a_target_module_in_the_current_directory(start_server: type[ServerProce
     ("target", "says"),
     [
         ("no_such_module_xyz", "cannot import 'no_such_module_xyz'"),
-        ("server.examples:nothing", "has no attribute 'nothing'"),
-        ("server.examples:MAX_COUNT", "not an EngineRegistry"),
+        ("engine_runtime.server.examples:nothing", "has no attribute 'nothing'"),
+        ("engine_runtime.server.examples:MAX_COUNT", "not an EngineRegistry"),
         ("a:b:c:", "must be `module:attribute`"),
     ],
 )
@@ -163,8 +163,8 @@ def test_unix_socket_only(start_server: type[ServerProcess], tmp_path: Path) -> 
 
 CLIENT = """
 import asyncio, sys, grpc
-from generated.engine.v1 import engine_pb2_grpc as pbg
-from generated.examples.v1.examples_pb2 import CountRequest
+from engine_runtime.generated.engine.v1 import engine_pb2_grpc as pbg
+from engine_runtime.generated.examples.v1.examples_pb2 import CountRequest
 from tests.helpers import generate_request
 
 async def main():

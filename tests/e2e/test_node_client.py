@@ -20,7 +20,7 @@ from typing import Any
 
 import pytest
 
-from server.examples import MAX_COUNT
+from engine_runtime.server.examples import MAX_COUNT
 
 ROOT = Path(__file__).resolve().parents[2]
 NODE_EXAMPLE = ROOT / "examples" / "node"

@@ -8,8 +8,8 @@ from pathlib import Path
 
 import grpc
 
-from generated.engine.v1 import engine_pb2_grpc as pbg
-from generated.examples.v1.examples_pb2 import EchoRequest, EchoResponse
+from engine_runtime.generated.engine.v1 import engine_pb2_grpc as pbg
+from engine_runtime.generated.examples.v1.examples_pb2 import EchoRequest, EchoResponse
 from tests.helpers import collect, fetch_metrics, value
 from tests.processes import ServerProcess
 

@@ -14,9 +14,9 @@ from pathlib import Path
 import grpc
 import pytest
 
-from generated.engine.v1 import engine_pb2 as pb
-from generated.engine.v1 import engine_pb2_grpc as pbg
-from generated.examples.v1.examples_pb2 import EchoRequest, EchoResponse
+from engine_runtime.generated.engine.v1 import engine_pb2 as pb
+from engine_runtime.generated.engine.v1 import engine_pb2_grpc as pbg
+from engine_runtime.generated.examples.v1.examples_pb2 import EchoRequest, EchoResponse
 from tests.helpers import collect, fetch_metrics, generate_request, value
 from tests.processes import BIN, ServerProcess
 

@@ -11,9 +11,9 @@ import grpc
 import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
-from generated.engine.v1 import engine_pb2 as pb
-from generated.engine.v1 import engine_pb2_grpc as pbg
-from generated.examples.v1.examples_pb2 import CountRequest, EchoRequest
+from engine_runtime.generated.engine.v1 import engine_pb2 as pb
+from engine_runtime.generated.engine.v1 import engine_pb2_grpc as pbg
+from engine_runtime.generated.examples.v1.examples_pb2 import CountRequest, EchoRequest
 from tests.conftest import ServerFactory
 from tests.helpers import generate_request
 from tests.processes import ServerProcess

@@ -20,11 +20,11 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from generated.engine.v1 import engine_pb2 as pb
-from generated.engine.v1 import engine_pb2_grpc as pbg
-from generated.examples.v1.examples_pb2 import CountRequest, EchoRequest, EchoResponse
-from server import Context
-from server.app import EngineServer, ServerConfig
+from engine_runtime.generated.engine.v1 import engine_pb2 as pb
+from engine_runtime.generated.engine.v1 import engine_pb2_grpc as pbg
+from engine_runtime.generated.examples.v1.examples_pb2 import CountRequest, EchoRequest, EchoResponse
+from engine_runtime.server import Context
+from engine_runtime.server.app import EngineServer, ServerConfig
 from tests.conftest import ServerFactory
 from tests.engines import PROBES, registry
 from tests.helpers import collect, generate_request
@@ -73,8 +73,8 @@ async def test_a_stop_ignored_then_killed_leaves_the_table(
 
 FROZEN_CLIENT = """
 import asyncio, sys, grpc
-from generated.engine.v1 import engine_pb2_grpc as pbg
-from generated.examples.v1.examples_pb2 import CountRequest
+from engine_runtime.generated.engine.v1 import engine_pb2_grpc as pbg
+from engine_runtime.generated.examples.v1.examples_pb2 import CountRequest
 from tests.helpers import generate_request
 
 async def main():

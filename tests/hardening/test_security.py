@@ -9,10 +9,10 @@ from pathlib import Path
 import grpc
 import pytest
 
-from client import EngineClient
-from generated.examples.v1.examples_pb2 import EchoRequest, EchoResponse
-from server import Code, EngineError
-from server.app import EngineServer, ServerConfig, StartupError
+from engine_runtime.client import EngineClient
+from engine_runtime.generated.examples.v1.examples_pb2 import EchoRequest, EchoResponse
+from engine_runtime.server import Code, EngineError
+from engine_runtime.server.app import EngineServer, ServerConfig, StartupError
 from tests.conftest import ServerFactory
 from tests.engines import registry
 

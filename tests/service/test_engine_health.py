@@ -12,11 +12,11 @@ import pytest_asyncio
 from google.protobuf.message import Message
 from grpc_health.v1 import health_pb2
 
-from generated.engine.v1 import engine_pb2_grpc as pbg
-from generated.examples.v1.examples_pb2 import EchoRequest, EchoResponse
-from server import Context, EngineRegistry
-from server.app import EngineServer, ServerConfig
-from server.logs import log_request
+from engine_runtime.generated.engine.v1 import engine_pb2_grpc as pbg
+from engine_runtime.generated.examples.v1.examples_pb2 import EchoRequest, EchoResponse
+from engine_runtime.server import Context, EngineRegistry
+from engine_runtime.server.app import EngineServer, ServerConfig
+from engine_runtime.server.logs import log_request
 from tests.helpers import fetch_metrics, generate_request, value
 
 pytestmark = pytest.mark.asyncio

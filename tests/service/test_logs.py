@@ -8,10 +8,10 @@ import logging
 import grpc
 import pytest
 
-from generated.engine.v1 import engine_pb2 as pb
-from generated.engine.v1 import engine_pb2_grpc as pbg
-from generated.examples.v1.examples_pb2 import CountRequest, EchoRequest, EchoResponse
-from server.logs import JsonFormatter, TextFormatter, log_request
+from engine_runtime.generated.engine.v1 import engine_pb2 as pb
+from engine_runtime.generated.engine.v1 import engine_pb2_grpc as pbg
+from engine_runtime.generated.examples.v1.examples_pb2 import CountRequest, EchoRequest, EchoResponse
+from engine_runtime.server.logs import JsonFormatter, TextFormatter, log_request
 from tests.conftest import ServerFactory
 from tests.helpers import collect, generate_request
 

@@ -8,10 +8,10 @@ import socket
 import grpc
 import pytest
 
-from generated.engine.v1 import engine_pb2 as pb
-from generated.engine.v1 import engine_pb2_grpc as pbg
-from generated.examples.v1.examples_pb2 import CountRequest, CountResponse, EchoRequest, EchoResponse
-from server.app import EngineServer, StartupError
+from engine_runtime.generated.engine.v1 import engine_pb2 as pb
+from engine_runtime.generated.engine.v1 import engine_pb2_grpc as pbg
+from engine_runtime.generated.examples.v1.examples_pb2 import CountRequest, CountResponse, EchoRequest, EchoResponse
+from engine_runtime.server.app import EngineServer, StartupError
 from tests.conftest import ServerFactory
 from tests.helpers import Samples, collect, fetch_metrics, generate_request, value
 

@@ -10,9 +10,15 @@ import pytest
 from google.protobuf import any_pb2
 from google.rpc import status_pb2
 
-from generated.engine.v1 import engine_pb2 as pb
-from generated.engine.v1 import engine_pb2_grpc as pbg
-from generated.examples.v1.examples_pb2 import CountError, CountRequest, CountResponse, EchoRequest, EchoResponse
+from engine_runtime.generated.engine.v1 import engine_pb2 as pb
+from engine_runtime.generated.engine.v1 import engine_pb2_grpc as pbg
+from engine_runtime.generated.examples.v1.examples_pb2 import (
+    CountError,
+    CountRequest,
+    CountResponse,
+    EchoRequest,
+    EchoResponse,
+)
 from tests.conftest import ServerFactory
 from tests.engines import PROBES
 from tests.helpers import collect, generate_request, rest

@@ -9,8 +9,8 @@ import weakref
 
 import pytest
 
-from server import Context
-from server.context import MAX_ID_LENGTH, validate_request_id
+from engine_runtime.server import Context
+from engine_runtime.server.context import MAX_ID_LENGTH, validate_request_id
 
 
 class Recorder:

@@ -5,8 +5,8 @@ from __future__ import annotations
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from server import Context
-from server.context import Link
+from engine_runtime.server import Context
+from engine_runtime.server.context import Link
 
 Op = tuple[str, int, int]
 ops = st.lists(

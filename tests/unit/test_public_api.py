@@ -5,8 +5,7 @@ from __future__ import annotations
 import subprocess
 import sys
 
-import client
-import server
+from engine_runtime import client, server
 
 
 def test_server_exports() -> None:
@@ -38,7 +37,7 @@ def test_client_exports() -> None:
 
 def test_the_runtime_core_does_not_import_grpc() -> None:
     code = (
-        "import sys, server, server.examples; "
+        "import sys, engine_runtime.server, engine_runtime.server.examples; "
         "assert not [m for m in sys.modules if m == 'grpc' or m.startswith('grpc.')], sorted(sys.modules)"
     )
     result = subprocess.run([sys.executable, "-c", code], check=False, capture_output=True, text=True, timeout=60)

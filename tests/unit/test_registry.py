@@ -7,15 +7,15 @@ from collections.abc import AsyncIterator
 
 import pytest
 
-from generated.examples.v1.examples_pb2 import (
+from engine_runtime.generated.examples.v1.examples_pb2 import (
     CountError,
     CountRequest,
     CountResponse,
     EchoRequest,
     EchoResponse,
 )
-from server import AnyEngine, Context, EngineNotFound, EngineRegistry, InvalidRequest
-from server.examples import registry as examples
+from engine_runtime.server import AnyEngine, Context, EngineNotFound, EngineRegistry, InvalidRequest
+from engine_runtime.server.examples import registry as examples
 
 
 class Responder:

@@ -8,8 +8,8 @@ from collections.abc import AsyncIterator
 
 import pytest
 
-from generated.examples.v1.examples_pb2 import CountRequest, CountResponse, EchoRequest, EchoResponse
-from server import Aborted, Code, Context, EngineError, EngineFailed, EngineRegistry, FinishReason
+from engine_runtime.generated.examples.v1.examples_pb2 import CountRequest, CountResponse, EchoRequest, EchoResponse
+from engine_runtime.server import Aborted, Code, Context, EngineError, EngineFailed, EngineRegistry, FinishReason
 
 pytestmark = pytest.mark.asyncio
 

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import pytest
 
-from generated.engine.v1 import engine_pb2 as pb
-from generated.examples.v1.examples_pb2 import CountResponse, EchoRequest
-from server import InvalidRequest
-from server.wire import encode_response, item_encoder, parse
+from engine_runtime.generated.engine.v1 import engine_pb2 as pb
+from engine_runtime.generated.examples.v1.examples_pb2 import CountResponse, EchoRequest
+from engine_runtime.server import InvalidRequest
+from engine_runtime.server.wire import encode_response, item_encoder, parse
 
 
 def test_hand_framed_responses_match_protobuf() -> None:

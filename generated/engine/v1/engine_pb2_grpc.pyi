@@ -9,7 +9,7 @@ no generated code for them can still encode requests and decode responses.
 """
 
 from collections import abc as _abc
-from generated.engine.v1 import engine_pb2 as _engine_pb2
+from engine_runtime.generated.engine.v1 import engine_pb2 as _engine_pb2
 from grpc import aio as _aio
 import abc as _abc_1
 import grpc as _grpc
