@@ -105,7 +105,7 @@ def _pipeline(n: int) -> float:
 
     async def consume() -> float:
         start = time.perf_counter()
-        stream = engine.stream(CountRequest(count=n, size=SIZE), Context(), encode=encode, max_items=BATCH)
+        stream = await engine.generate(CountRequest(count=n, size=SIZE), Context(), encode=encode, max_items=BATCH)
         while batch := await stream.next_batch():
             encode_response(batch)
         return time.perf_counter() - start

@@ -15,17 +15,14 @@ from pathlib import Path
 from types import TracebackType
 from typing import Any
 
-import grpc
-
 from engine_runtime.generated.engine.v1 import engine_pb2 as pb
-from engine_runtime.server.errors import Code, EngineError, EngineNotFound, error_for
+from engine_runtime.server.errors import EngineNotFound
+from engine_runtime.server.protocol import LIST_ENGINES, STOP
 
 from .remote import RemoteEngine
 from .transport import Transport
 
 __all__ = ["EngineClient"]
-
-SERVICE = "/engine.v1.EngineService/"
 
 
 class EngineClient:
@@ -77,26 +74,13 @@ class EngineClient:
         """Close the channels; generations still streaming are cancelled (killed on the server)."""
         await self.transport.close()
 
-    async def _unary(self, method: str, request: Any, response: Any, channel: grpc.aio.Channel | None = None) -> Any:
-        channel = channel or self.transport.next_channel()
-        call = channel.unary_unary(
-            SERVICE + method,
-            request_serializer=type(request).SerializeToString,
-            response_deserializer=response.FromString,
-        )
-        try:
-            return await call(request, timeout=self.timeout, metadata=self.transport.metadata or None)
-        except grpc.aio.AioRpcError as error:
-            raise error_for(error.code(), error.details() or error.code().name) from None
-
     async def describe(self, name: str = "") -> list[pb.EngineInfo]:
-        """The servers' description of every engine (or of the one named): types, descriptors, unary."""
-        try:
-            reply = await self._unary("ListEngines", pb.ListEnginesRequest(name=name), pb.ListEnginesResponse)
-        except EngineError as error:
-            if error.code is Code.NOT_FOUND:
-                raise EngineNotFound(error.message) from None
-            raise
+        """The servers' description of every engine (or of the one named): types, descriptors, unary.
+
+        Raises :class:`~engine_runtime.server.errors.EngineNotFound` naming the engines served.
+        """
+        request = pb.ListEnginesRequest(name=name)
+        reply = await self.transport.unary(LIST_ENGINES, request, pb.ListEnginesResponse, timeout=self.timeout)
         return list(reply.engines)
 
     async def list_engines(self) -> list[str]:
@@ -114,14 +98,12 @@ class EngineClient:
         A stream's own ``context.stop_generating()`` is better: it travels on the generation's call.
         """
         request = pb.StopRequest(request_id=request_id, kill=kill)
-        missing: EngineError | None = None
-        for channel in self.transport.channels:
+        missing: EngineNotFound | None = None
+        for target in range(len(self.transport.channels)):
             try:
-                await self._unary("Stop", request, pb.StopResponse, channel)
+                await self.transport.unary(STOP, request, pb.StopResponse, timeout=self.timeout, target=target)
                 return
-            except EngineError as error:
-                if error.code is not Code.NOT_FOUND:
-                    raise
+            except EngineNotFound as error:
                 missing = error
         assert missing is not None
         raise missing

@@ -3,35 +3,32 @@
 A generation is one bidirectional ``Session`` call. The stream's context gets a linked child that turns the
 context's methods into the call's: ``stop_generating()`` sends the in-band stop on the call itself (so it
 reaches the replica serving it, whatever balancer sits in between) and ``kill()`` cancels the call. Nothing is
-retried once a call has started: a generation is not idempotent.
+retried once a call has started: a generation is not idempotent. The call itself is the transport's
+(:class:`~.transport.SessionCall`): this module speaks the protocol, not gRPC.
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 from typing import TYPE_CHECKING, Any
 
-import grpc
 from google.protobuf import any_pb2
 from google.protobuf.message import DecodeError, Message
-from google.rpc import status_pb2
 
 from engine_runtime.generated.engine.v1 import engine_pb2 as pb
 from engine_runtime.server.context import Context
 from engine_runtime.server.engine import AnyEngine, Engine, Req, Resp
-from engine_runtime.server.errors import Code, EngineError, InvalidRequest, error_for
+from engine_runtime.server.errors import DataLoss, EngineError, EngineFailed
+from engine_runtime.server.protocol import TYPE_URL_PREFIX, check_request_type
 from engine_runtime.server.stream import FinishReason, ResponseStream
 
 from .types import TypeCatalog, descriptor_differs
 
 if TYPE_CHECKING:
-    from .transport import Transport
+    from .transport import SessionCall, Transport
 
 __all__ = ["RemoteEngine", "RemoteStream"]
 
-SESSION = "/engine.v1.EngineService/Session"
-TYPE_URL_PREFIX = "type.googleapis.com/"
 _STOP = pb.SessionRequest(control=pb.Control(action=pb.Control.ACTION_STOP_GENERATING)).SerializeToString()
 
 
@@ -68,20 +65,13 @@ class RemoteEngine(AnyEngine):
                     descriptor_differs(cls, self.types)
         return typed
 
-    async def open(
-        self, request: Message, context: Context, response_class: type[Message] | None = None
-    ) -> ResponseStream[Any]:
+    async def generate(self, request: Message, context: Context | None = None) -> ResponseStream[Any]:
         received = request.DESCRIPTOR.full_name
-        if received != self.request_type:
-            raise InvalidRequest(
-                f"engine {self.name!r} expects a request of type {self.request_type}, received {received}"
-            )
-        response_class = response_class or self.types.message_class(self.response_type)
+        check_request_type(self.name, self.request_type, received)
+        context = context if context is not None else Context()
+        response_class = self.types.message_class(self.response_type)
         error_class = self.types.message_class(self.error_type) if self.error_type else None
-        channel = self._transport.next_channel()
-        call: Any = channel.stream_stream(
-            SESSION, request_serializer=None, response_deserializer=pb.GenerateResponse.FromString
-        )(timeout=self._timeout, metadata=self._transport.metadata or None)
+        call = self._transport.session(self.name, error_class, self._timeout)
         start = pb.SessionRequest(
             start=pb.GenerateRequest(
                 engine=self.name,
@@ -89,14 +79,8 @@ class RemoteEngine(AnyEngine):
                 request_id=context.id,
             )
         )
-        stream = RemoteStream(call, context, self.name, response_class, error_class)
-        try:
-            await call.write(start.SerializeToString())
-        except grpc.aio.AioRpcError as error:
-            raise _error(error, error_class, self.name) from None
-        except asyncio.InvalidStateError:
-            # The call already ended (refused before the start was sent): its status says why.
-            pass
+        stream = RemoteStream(call, context, self.name, response_class)
+        await call.write(start.SerializeToString())
         return stream
 
 
@@ -105,22 +89,17 @@ class _CallControl:
 
     __slots__ = ("call", "writes")
 
-    def __init__(self, call: Any) -> None:
+    def __init__(self, call: SessionCall) -> None:
         self.call = call
         self.writes: set[asyncio.Task[None]] = set()
 
     def stop_generating(self) -> None:
         if self.call.done() or self.writes:
             return
-        task = asyncio.get_running_loop().create_task(self._send_stop())
+        task = asyncio.get_running_loop().create_task(self.call.try_write(_STOP))
         self.writes.add(task)
 
     stop = stop_generating
-
-    async def _send_stop(self) -> None:
-        # The call may have ended meanwhile: then there is nothing left to stop.
-        with contextlib.suppress(grpc.aio.AioRpcError, asyncio.InvalidStateError):
-            await self.call.write(_STOP)
 
     def kill(self) -> None:
         self.call.cancel()
@@ -129,26 +108,18 @@ class _CallControl:
         return bool(self.writes) or self.call.done()
 
     def is_killed(self) -> bool:
-        return bool(self.call.cancelled())
+        return self.call.cancelled()
 
 
 class RemoteStream(ResponseStream[Any]):
     """The responses of a remote generation; the same API as a local stream."""
 
-    def __init__(
-        self,
-        call: Any,
-        context: Context,
-        engine: str,
-        response_class: type[Message],
-        error_class: type[Message] | None,
-    ) -> None:
+    def __init__(self, call: SessionCall, context: Context, engine: str, response_class: type[Message]) -> None:
         super().__init__(context)
         self._call = call
         self._engine = engine
         self._response_class = response_class
         self._response_url = TYPE_URL_PREFIX + response_class.DESCRIPTOR.full_name
-        self._error_class = error_class
         self._finish: FinishReason | None = None
         self._ended = False
         self._error: EngineError | None = None
@@ -174,13 +145,13 @@ class RemoteStream(ResponseStream[Any]):
                     # grpc raises CancelledError from read() when the call is cancelled under it: our own kill.
                     return self._end()
                 raise
-            except grpc.aio.AioRpcError as error:
+            except EngineError as error:
                 if self.context.is_killed():
                     return self._end()
-                self._error = _error(error, self._error_class, self._engine)
+                self._error = error
                 self._end()
-                raise self._error from None
-            if reply is grpc.aio.EOF:
+                raise
+            if reply is None:
                 await self._closed()
                 continue
             items = [self._decode(item) for item in reply.items]
@@ -192,33 +163,24 @@ class RemoteStream(ResponseStream[Any]):
 
     async def _closed(self) -> None:
         """The call ended: fine after a finish reason; otherwise its status is the error."""
-        code = await self._call.code()
-        if code is grpc.StatusCode.OK and self._finish is None:
-            self._error = EngineError(
-                Code.DATA_LOSS, f"the stream of engine {self._engine!r} ended without a finish reason"
-            )
-        elif code is not grpc.StatusCode.OK:
-            if self.context.is_killed():
-                self._end()
-                return
-            details = await self._call.details()
-            trailing = await self._call.trailing_metadata()
-            self._error = _error_from(code, details, trailing, self._error_class, self._engine)
+        error = await self._call.status()
+        if error is None and self._finish is None:
+            self._error = DataLoss(f"the stream of engine {self._engine!r} ended without a finish reason")
+        elif error is not None and not self.context.is_killed():
+            self._error = error
         self._end()
 
     def _decode(self, item: any_pb2.Any) -> Any:
         if item.type_url != self._response_url:
             self._call.cancel()
-            raise EngineError(
-                Code.INTERNAL, f"engine {self._engine!r} sent a {item.type_url} where {self._response_url} was expected"
+            raise EngineFailed(
+                f"engine {self._engine!r} sent a {item.type_url} where {self._response_url} was expected"
             )
         try:
             return self._response_class.FromString(item.value)
         except DecodeError:
             self._call.cancel()
-            raise EngineError(
-                Code.DATA_LOSS, f"a response of engine {self._engine!r} does not parse as {self._response_url}"
-            ) from None
+            raise DataLoss(f"a response of engine {self._engine!r} does not parse as {self._response_url}") from None
 
     def _end(self) -> list[Any]:
         self._ended = True
@@ -234,23 +196,3 @@ class RemoteStream(ResponseStream[Any]):
         # A consumer that dropped its stream is gone: the remote generation must not run on for nobody.
         if not self._ended and not self._call.done():
             self._call.cancel()
-
-
-def _error(error: grpc.aio.AioRpcError, error_class: type[Message] | None, engine: str) -> EngineError:
-    return _error_from(error.code(), error.details(), error.trailing_metadata(), error_class, engine)
-
-
-def _error_from(
-    code: grpc.StatusCode, details: str | None, trailing: Any, error_class: type[Message] | None, engine: str
-) -> EngineError:
-    detail: Message | None = None
-    for key, value in trailing or ():
-        if key == "grpc-status-details-bin" and error_class is not None:
-            status = status_pb2.Status.FromString(value)
-            for packed in status.details:
-                if packed.type_url.endswith("/" + error_class.DESCRIPTOR.full_name):
-                    detail = error_class.FromString(packed.value)
-    message = details or code.name
-    if code is grpc.StatusCode.UNAVAILABLE and not details:
-        message = f"engine {engine!r}: the server is unavailable"
-    return error_for(code, message, detail)

@@ -1,22 +1,30 @@
-"""Channels to one or more servers: targets, TLS, bearer tokens, connect timeout, round-robin.
+"""Channels to one or more servers, and the calls made on them: the only client module that speaks grpc.aio.
 
-The only client module that speaks grpc.aio besides the remote stream.
+It knows targets, TLS, bearer tokens, the connect timeout and round-robin, and it turns every failed call
+into the :class:`~engine_runtime.server.errors.EngineError` subclass of its status (with the engine's typed
+detail decoded), so the rest of the client deals in engine terms only.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import itertools
 import json
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import grpc
+from google.protobuf.message import Message
 
-from engine_runtime.server.errors import Code, EngineError
+from engine_runtime.generated.engine.v1 import engine_pb2 as pb
+from engine_runtime.server.errors import EngineError, Unavailable
+from engine_runtime.server.protocol import SESSION, error_from_status
 
-__all__ = ["Transport"]
+__all__ = ["SessionCall", "Transport"]
+
+M = TypeVar("M", bound=Message)
 
 # A `dns:///` name may resolve to several replicas (a headless Service): spread calls over all of them.
 _ROUND_ROBIN = json.dumps({"loadBalancingConfig": [{"round_robin": {}}]})
@@ -54,11 +62,11 @@ class Transport:
         self.metadata: tuple[tuple[str, str], ...] = (("authorization", f"Bearer {token}"),) if token else ()
         self._turn = itertools.cycle(range(len(self.channels)))
 
-    def next_channel(self) -> grpc.aio.Channel:
+    def _next_channel(self) -> grpc.aio.Channel:
         return self.channels[next(self._turn)]
 
     async def connect(self, timeout: float) -> None:
-        """Wait until every target accepts a connection, or raise UNAVAILABLE naming those that did not."""
+        """Wait until every target accepts a connection, or raise :class:`Unavailable` naming those that did not."""
 
         async def ready(target: str, channel: grpc.aio.Channel) -> str | None:
             try:
@@ -69,10 +77,85 @@ class Transport:
 
         failed = [t for t in await asyncio.gather(*map(ready, self.targets, self.channels)) if t]
         if failed:
-            raise EngineError(Code.UNAVAILABLE, f"cannot connect to {', '.join(failed)} within {timeout:g}s")
+            raise Unavailable(f"cannot connect to {', '.join(failed)} within {timeout:g}s")
+
+    async def unary(
+        self, method: str, request: Message, response: type[M], *, timeout: float | None, target: int | None = None
+    ) -> M:
+        """Call a unary ``method`` on the next target (or on ``channels[target]``); failures raise EngineError."""
+        channel = self._next_channel() if target is None else self.channels[target]
+        call: Any = channel.unary_unary(
+            method, request_serializer=type(request).SerializeToString, response_deserializer=response.FromString
+        )
+        try:
+            reply: M = await call(request, timeout=timeout, metadata=self.metadata or None)
+        except grpc.aio.AioRpcError as error:
+            raise error_from_status(error.code(), error.details(), error.trailing_metadata(), None) from None
+        return reply
+
+    def session(self, engine: str, error_class: type[Message] | None, timeout: float | None) -> SessionCall:
+        """Open a ``Session`` call on the next target; nothing is sent until :meth:`SessionCall.write`."""
+        call: Any = self._next_channel().stream_stream(
+            SESSION, request_serializer=None, response_deserializer=pb.GenerateResponse.FromString
+        )(timeout=timeout, metadata=self.metadata or None)
+        return SessionCall(call, engine, error_class)
 
     async def close(self) -> None:
         await asyncio.gather(*(channel.close() for channel in self.channels))
+
+
+class SessionCall:
+    """One ``Session`` call: raw writes, typed reads, cancel; its failures as :class:`EngineError`."""
+
+    __slots__ = ("_call", "_engine", "_error_class")
+
+    def __init__(self, call: Any, engine: str, error_class: type[Message] | None) -> None:
+        self._call = call
+        self._engine = engine
+        self._error_class = error_class
+
+    async def write(self, data: bytes) -> None:
+        """Send one serialized ``SessionRequest``; a call that already ended takes nothing (its status tells why)."""
+        try:
+            await self._call.write(data)
+        except grpc.aio.AioRpcError as error:
+            raise self._error(error.code(), error.details(), error.trailing_metadata()) from None
+        except asyncio.InvalidStateError:
+            pass
+
+    async def try_write(self, data: bytes) -> None:
+        """:meth:`write`, for a control message: if the call has ended meanwhile there is nothing left to do."""
+        with contextlib.suppress(EngineError):
+            await self.write(data)
+
+    async def read(self) -> pb.GenerateResponse | None:
+        """The next response, or None once the server has closed the stream (then :meth:`status` says how)."""
+        try:
+            reply = await self._call.read()
+        except grpc.aio.AioRpcError as error:
+            raise self._error(error.code(), error.details(), error.trailing_metadata()) from None
+        return None if reply is grpc.aio.EOF else reply
+
+    async def status(self) -> EngineError | None:
+        """After the stream closed: None for OK, else the error its status stands for."""
+        code = await self._call.code()
+        if code is grpc.StatusCode.OK:
+            return None
+        return self._error(code, await self._call.details(), await self._call.trailing_metadata())
+
+    def _error(self, code: grpc.StatusCode, details: str | None, trailing: Any) -> EngineError:
+        if code is grpc.StatusCode.UNAVAILABLE and not details:
+            details = f"engine {self._engine!r}: the server is unavailable"
+        return error_from_status(code, details, trailing, self._error_class)
+
+    def cancel(self) -> None:
+        self._call.cancel()
+
+    def done(self) -> bool:
+        return bool(self._call.done())
+
+    def cancelled(self) -> bool:
+        return bool(self._call.cancelled())
 
 
 def _credentials(ca: str | None, cert: str | None, key: str | None) -> grpc.ChannelCredentials | None:

@@ -11,7 +11,9 @@ from .context import Context, Controller, Link
 from .engine import AnyEngine, Engine, LocalEngine
 from .errors import (
     Aborted,
+    AlreadyExists,
     Code,
+    DataLoss,
     EngineError,
     EngineFailed,
     EngineNotFound,
@@ -24,10 +26,12 @@ from .stream import FinishReason, ResponseStream
 
 __all__ = [
     "Aborted",
+    "AlreadyExists",
     "AnyEngine",
     "Code",
     "Context",
     "Controller",
+    "DataLoss",
     "Engine",
     "EngineError",
     "EngineFailed",

@@ -25,10 +25,12 @@ from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
 from .health import EngineHealthChecks
-from .inflight import Cause, InFlight
+from .inflight import InFlight
 from .metrics import MetricsEndpoint, MetricsStartError, ServerMetrics
+from .outcome import Cause
+from .protocol import SERVICE_NAME
 from .registry import EngineRegistry
-from .service import SERVICE_NAME, EngineService
+from .service import EngineService
 
 __all__ = ["EngineServer", "ServerConfig", "StartupError"]
 

@@ -1,4 +1,4 @@
-"""Descriptors of engine types, shipped in `ListEngines` so that a client without `.proto` files can work.
+"""What `ListEngines` ships: each engine's types and their descriptors, so a client without `.proto` files works.
 
 Example::
 
@@ -16,7 +16,11 @@ from typing import Any
 from google.protobuf import descriptor_pb2
 from google.protobuf.message import Message
 
-__all__ = ["file_descriptor_set"]
+from engine_runtime.generated.engine.v1 import engine_pb2 as pb
+
+from .engine import LocalEngine
+
+__all__ = ["engine_info", "file_descriptor_set"]
 
 
 def file_descriptor_set(classes: Iterable[type[Message] | None]) -> descriptor_pb2.FileDescriptorSet:
@@ -39,3 +43,16 @@ def file_descriptor_set(classes: Iterable[type[Message] | None]) -> descriptor_p
     for file in ordered:
         file.CopyToProto(fds.file.add())
     return fds
+
+
+def engine_info(engine: LocalEngine) -> pb.EngineInfo:
+    """What `ListEngines` says of ``engine``: name, types, unary, and the descriptors of its types."""
+    return pb.EngineInfo(
+        name=engine.name,
+        description=engine.description,
+        request_type=engine.request_type,
+        response_type=engine.response_type,
+        error_type=engine.error_type or "",
+        unary=engine.unary,
+        descriptors=file_descriptor_set([engine.request_class, engine.response_class, engine.error_class]),
+    )

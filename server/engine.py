@@ -18,41 +18,19 @@ from __future__ import annotations
 import abc
 import inspect
 from collections.abc import AsyncIterator, Awaitable, Callable
-from typing import Any, Generic, Protocol, TypeVar, cast
+from typing import Any, Generic, TypeVar, cast
 
 from google.protobuf.message import Message
 
 from .context import Context
-from .errors import EngineFailed, InvalidRequest
+from .errors import EngineFailed
+from .protocol import check_request_type
 from .stream import DEFAULT_MAX_BATCH_BYTES, DEFAULT_MAX_BATCH_ITEMS, LocalStream, ResponseStream
 
-__all__ = ["AnyEngine", "Engine", "EngineFunction", "LocalEngine", "StreamingEngine", "UnaryEngine"]
+__all__ = ["AnyEngine", "Engine", "LocalEngine"]
 
 Req = TypeVar("Req", bound=Message)
 Resp = TypeVar("Resp", bound=Message)
-Req_contra = TypeVar("Req_contra", bound=Message, contravariant=True)
-Resp_co = TypeVar("Resp_co", bound=Message, covariant=True)
-
-
-class StreamingEngine(Protocol[Req_contra, Resp_co]):
-    """An object engine: ``generate(request, ctx)`` is an async generator of responses."""
-
-    def generate(self, request: Req_contra, ctx: Context, /) -> AsyncIterator[Resp_co]: ...
-
-
-class UnaryEngine(Protocol[Req_contra, Resp_co]):
-    """An object engine whose ``generate(request, ctx)`` is a coroutine returning one response."""
-
-    async def generate(self, request: Req_contra, ctx: Context, /) -> Resp_co: ...
-
-
-EngineFunction = (
-    Callable[[Any, Context], AsyncIterator[Any]]
-    | Callable[[Any, Context], Awaitable[Any]]
-    | StreamingEngine[Any, Any]
-    | UnaryEngine[Any, Any]
-)
-"""Anything :meth:`EngineRegistry.register` accepts as the engine itself (besides an `AnyEngine`)."""
 
 
 def full_name(cls: type[Message] | None) -> str | None:
@@ -103,15 +81,12 @@ class AnyEngine(abc.ABC):
             return None
         return Engine(self, request, response)
 
-    async def generate(self, request: Message, context: Context | None = None) -> ResponseStream[Any]:
-        """Start a generation, untyped. Prefer :meth:`downcast` and the typed engine's ``generate``."""
-        return await self.open(request, context if context is not None else Context(), None)
-
     @abc.abstractmethod
-    async def open(
-        self, request: Message, context: Context, response_class: type[Message] | None
-    ) -> ResponseStream[Any]:
-        """Start a generation on ``context``; items are of ``response_class`` where one is given."""
+    async def generate(self, request: Message, context: Context | None = None) -> ResponseStream[Any]:
+        """Start a generation, untyped; a fresh :class:`Context` is made when none is given.
+
+        Prefer :meth:`downcast` and the typed engine's ``generate``, which is this same call.
+        """
 
 
 class Engine(Generic[Req, Resp]):
@@ -138,8 +113,7 @@ class Engine(Generic[Req, Resp]):
 
     async def generate(self, request: Req, context: Context | None = None) -> ResponseStream[Resp]:
         """Start a generation; a fresh :class:`Context` is made when none is given."""
-        ctx = context if context is not None else Context()
-        return cast(ResponseStream[Resp], await self.erased.open(request, ctx, self.response_class))
+        return cast(ResponseStream[Resp], await self.erased.generate(request, context))
 
 
 class LocalEngine(AnyEngine):
@@ -173,31 +147,24 @@ class LocalEngine(AnyEngine):
         self.check_response = _response_check(name, response)
         """Raise :class:`EngineFailed` unless the argument is of the engine's response type."""
 
-    async def open(
-        self, request: Message, context: Context, response_class: type[Message] | None = None
-    ) -> ResponseStream[Any]:
-        return self.stream(request, context)
-
-    def stream(
+    async def generate(
         self,
         request: Message,
-        context: Context,
+        context: Context | None = None,
         *,
         encode: Callable[[Any], bytes] | None = None,
         max_items: int = DEFAULT_MAX_BATCH_ITEMS,
         max_bytes: int = DEFAULT_MAX_BATCH_BYTES,
     ) -> LocalStream[Any]:
-        """Start the engine in a task of its own and return its stream (the servicer's entry point).
+        """Start the engine in a task of its own and return its stream.
 
-        ``encode`` turns each item into bytes inside the engine's task (and must check the item's type, as
-        ``wire.item_encoder(engine.response_class, engine.check_response)`` does); the batch budget then counts
-        those bytes too. ``max_items``/``max_bytes`` bound what may wait in the buffer for the consumer.
+        The keyword arguments are the servicer's: ``encode`` turns each item into bytes inside the engine's task
+        (and must check the item's type, as ``wire.item_encoder(engine.response_class, engine.check_response)``
+        does), and the batch budget then counts those bytes; ``max_items``/``max_bytes`` bound what may wait in
+        the buffer for the consumer.
         """
-        received = request.DESCRIPTOR.full_name
-        if received != self.request_type:
-            raise InvalidRequest(
-                f"engine {self.name!r} expects a request of type {self.request_type}, received {received}"
-            )
+        check_request_type(self.name, self.request_type, request.DESCRIPTOR.full_name)
+        context = context if context is not None else Context()
         return LocalStream(
             self._fn(request, context),
             context,
@@ -228,12 +195,11 @@ def as_generator(engine: Any, name: str) -> tuple[Callable[[Any, Context], Async
     """Adapt what the user registered into an async-generator function; also tell whether it is unary."""
     if isinstance(engine, AnyEngine | Engine):
         erased = engine.erased if isinstance(engine, Engine) else engine
-        response_class = engine.response_class if isinstance(engine, Engine) else None
 
         async def delegate(request: Any, ctx: Context) -> AsyncIterator[Any]:
             # A child context: stop and kill reach the inner generation, and its id stays distinct (the inner
             # engine may be this very server, reached over the network).
-            stream = await erased.open(request, ctx.child(), response_class)
+            stream = await erased.generate(request, ctx.child())
             async for item in stream:
                 yield item
 

@@ -3,15 +3,19 @@
 One base, :class:`EngineError`; the runtime raises the subclasses, engines raise the base with any code::
 
     EngineError(code, message, detail=None)      any code; `detail` is a message of the engine's error type
-    ├── EngineNotFound         NOT_FOUND          also a KeyError: no engine under that name
-    ├── InvalidRequest         INVALID_ARGUMENT   a request that does not parse or has the wrong type
+    ├── EngineNotFound         NOT_FOUND          also a KeyError: no engine (or, from Stop, no generation) by that name
+    ├── InvalidRequest         INVALID_ARGUMENT   a request that does not parse, has the wrong type or a bad id
+    ├── AlreadyExists          ALREADY_EXISTS     a request id that is already in flight
     ├── ResourceExhausted      RESOURCE_EXHAUSTED a concurrency limit was reached
     ├── EngineFailed           INTERNAL           the engine raised something else or yielded a wrong type
     ├── Aborted                ABORTED            the generation was killed from the far side
-    └── Unavailable            UNAVAILABLE        the server is draining, or the transport failed
+    ├── Unavailable            UNAVAILABLE        the server is draining, or could not be reached
+    └── DataLoss               DATA_LOSS          a stream that ended without saying how, or did not parse
 
 The codes are :class:`Code`, the canonical gRPC/google.rpc codes as a plain enum, so the runtime does not
-import grpc; the servicer maps them onto ``grpc.StatusCode``.
+import grpc. A :class:`Code` compares equal to the ``grpc.StatusCode`` of the same name and to its number, so
+``error.code == grpc.StatusCode.NOT_FOUND`` holds wherever the error came from. The mapping from codes back to
+subclasses is :func:`engine_runtime.server.protocol.error_for`.
 """
 
 from __future__ import annotations
@@ -23,14 +27,15 @@ from google.protobuf.message import Message
 
 __all__ = [
     "Aborted",
+    "AlreadyExists",
     "Code",
+    "DataLoss",
     "EngineError",
     "EngineFailed",
     "EngineNotFound",
     "InvalidRequest",
     "ResourceExhausted",
     "Unavailable",
-    "error_for",
 ]
 
 
@@ -55,6 +60,18 @@ class Code(enum.IntEnum):
     DATA_LOSS = 15
     UNAUTHENTICATED = 16
 
+    def __eq__(self, other: object) -> bool:
+        # grpc.StatusCode's value is (number, name): match it without importing grpc.
+        value = getattr(other, "value", None)
+        if isinstance(value, tuple) and value and isinstance(value[0], int) and not isinstance(other, int):
+            return int(self) == value[0]
+        return int(self) == other
+
+    def __ne__(self, other: object) -> bool:
+        return not self == other
+
+    __hash__ = enum.IntEnum.__hash__
+
     @classmethod
     def of(cls, code: Any) -> Code:
         """Accept a :class:`Code`, an int, a name, or a ``grpc.StatusCode`` (whose value is ``(int, str)``)."""
@@ -76,7 +93,8 @@ class EngineError(Exception):
 
     Example::
 
-        raise EngineError(Code.FAILED_PRECONDITION, "model not loaded", detail=MyError(reason="cold"))
+        raise EngineError(grpc.StatusCode.FAILED_PRECONDITION, "model not loaded", detail=MyError(reason="cold"))
+        # caught as `error`: error.code == grpc.StatusCode.FAILED_PRECONDITION (and == 9)
     """
 
     default_code = Code.UNKNOWN
@@ -92,18 +110,6 @@ class EngineError(Exception):
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}({self.code.name}, {self.message!r})"
-
-
-def error_for(code: Any, message: str, detail: Message | None = None) -> EngineError:
-    """The :class:`EngineError` subclass that stands for ``code`` (the base class for the other codes).
-
-    Example::
-
-        error_for(Code.ABORTED, "generation 'r1' was killed")   # an Aborted
-    """
-    code = Code.of(code)
-    cls = _BY_CODE.get(code)
-    return cls(message, detail) if cls is not None else EngineError(code, message, detail)
 
 
 class _Coded(EngineError):
@@ -150,7 +156,13 @@ class Unavailable(_Coded):
     default_code = Code.UNAVAILABLE
 
 
-_BY_CODE: dict[Code, type[_Coded]] = {
-    cls.default_code: cls
-    for cls in (EngineNotFound, InvalidRequest, ResourceExhausted, EngineFailed, Aborted, Unavailable)
-}
+class AlreadyExists(_Coded):
+    """A generation with the same request id is already in flight."""
+
+    default_code = Code.ALREADY_EXISTS
+
+
+class DataLoss(_Coded):
+    """A stream ended without a finish reason, or sent a response that does not parse."""
+
+    default_code = Code.DATA_LOSS

@@ -79,7 +79,7 @@ class EngineHealthChecks:
         assert engine.health_request is not None
         ctx = Context(f"health-{engine.name}-{next(self._runs)}")
         try:
-            stream = engine.stream(engine.health_request, ctx)
+            stream = await engine.generate(engine.health_request, ctx)
         except EngineError as error:
             return f"{error.code.name}: {error.message}"
         try:

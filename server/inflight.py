@@ -7,38 +7,46 @@ however it ends, so `Stop` on a finished or killed generation answers NOT_FOUND.
 from __future__ import annotations
 
 import asyncio
-import enum
 import time
 from collections import Counter
 from collections.abc import Iterator
 
 from .context import Context
-from .errors import Code, EngineError, ResourceExhausted
+from .errors import AlreadyExists, ResourceExhausted
+from .outcome import Cause, Ending
 
-__all__ = ["Cause", "Generation", "InFlight"]
-
-
-class Cause(enum.Enum):
-    """Why a generation was stopped or killed; in logs and metrics."""
-
-    CLIENT_CANCEL = "client_cancel"  # the client cancelled the call or went away
-    DEADLINE = "deadline"  # the call's deadline passed
-    STOP_REQUEST = "stop_request"  # `Stop` or the session's in-band control
-    DRAIN = "drain"  # the server is shutting down
-    ENGINE = "engine"  # the engine killed its own context
+__all__ = ["Generation", "InFlight"]
 
 
 class Generation:
-    """One generation in flight: its context, its engine, and what stopped or killed it."""
+    """One generation in flight: its context, its engine, what asked it to stop or killed it, and its totals.
 
-    __slots__ = ("cause", "context", "engine", "first_item_at", "items", "messages", "started")
+    Every time is ``time.monotonic()``. The first stop's cause and the first kill's cause are both kept; the
+    generation's :class:`~.outcome.Ending` is set once, when the servicer is done with it.
+    """
+
+    __slots__ = (
+        "context",
+        "ended",
+        "ending",
+        "engine",
+        "first_item_at",
+        "items",
+        "kill_cause",
+        "messages",
+        "started",
+        "stop_cause",
+    )
 
     def __init__(self, context: Context, engine: str) -> None:
         self.context = context
         self.engine = engine
-        self.cause: Cause | None = None
+        self.stop_cause: Cause | None = None
+        self.kill_cause: Cause | None = None
         self.started = time.monotonic()
         self.first_item_at: float | None = None
+        self.ended: float | None = None
+        self.ending: Ending | None = None
         self.items = 0
         self.messages = 0
 
@@ -46,15 +54,26 @@ class Generation:
     def id(self) -> str:
         return self.context.id
 
+    @property
+    def cause(self) -> Cause | None:
+        """What ended it: the first kill's cause, else the first stop's."""
+        return self.kill_cause or self.stop_cause
+
     def stop(self, cause: Cause) -> None:
-        if self.cause is None:
-            self.cause = cause
+        if self.stop_cause is None:
+            self.stop_cause = cause
         self.context.stop_generating()
 
     def kill(self, cause: Cause) -> None:
-        if self.cause is None or (cause is not self.cause and not self.context.is_killed()):
-            self.cause = cause
+        if self.kill_cause is None:
+            self.kill_cause = cause
         self.context.kill()
+
+    def end(self, ending: Ending) -> None:
+        """Record how it ended (once: the first ending is the one the client saw)."""
+        if self.ending is None:
+            self.ending = ending
+            self.ended = time.monotonic()
 
 
 class InFlight:
@@ -83,7 +102,7 @@ class InFlight:
     def add(self, generation: Generation) -> None:
         """Admit ``generation`` or raise: ALREADY_EXISTS for a duplicate id, RESOURCE_EXHAUSTED at a limit."""
         if generation.id in self._by_id:
-            raise EngineError(Code.ALREADY_EXISTS, f"request id {generation.id!r} is already in flight")
+            raise AlreadyExists(f"request id {generation.id!r} is already in flight")
         if self.max_concurrency and len(self._by_id) >= self.max_concurrency:
             raise ResourceExhausted(
                 f"server concurrency limit reached: {self.max_concurrency} generations in flight (--max-concurrency)"

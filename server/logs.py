@@ -9,7 +9,11 @@ import logging.handlers
 import queue
 import sys
 import time
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from .errors import Code
+    from .inflight import Generation
 
 __all__ = ["JsonFormatter", "configure_logging"]
 
@@ -76,18 +80,13 @@ def configure_logging(fmt: str = "text", level: str = "info") -> None:
     root.setLevel(level.upper())
 
 
-def log_request(generation: Any, code: Any) -> None:
-    """The one line per finished request: engine, request id, status, items, duration and finish or kill cause.
-
-    ``generation`` is a :class:`.inflight.Generation`, ``code`` a :class:`.errors.Code`.
-    """
+def log_request(generation: Generation, code: Code) -> None:
+    """The one line per finished request: engine, request id, status, items, duration, how it ended and why."""
     ctx = generation.context
-    if code.name == "OK":
-        finish = "stopped" if ctx.is_stopped() else "completed"
-    elif ctx.is_killed():
-        finish = "killed"
-    else:
-        finish = "failed"
+    ending = generation.ending
+    finish = ending.how.value if ending is not None else "failed"
+    cause = ending.cause if ending is not None else None
+    ended = generation.ended if generation.ended is not None else time.monotonic()
     logging.getLogger("engine_runtime.requests").info(
         "request %s %s: %s",
         ctx.id,
@@ -98,9 +97,9 @@ def log_request(generation: Any, code: Any) -> None:
             "request_id": ctx.id,
             "status": code.name,
             "finish": finish,
-            "cause": generation.cause.value if generation.cause is not None else None,
+            "cause": cause.value if cause is not None else None,
             "items": generation.items,
             "messages": generation.messages,
-            "duration_ms": round((time.monotonic() - generation.started) * 1000, 3),
+            "duration_ms": round((ended - generation.started) * 1000, 3),
         },
     )

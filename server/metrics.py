@@ -31,7 +31,6 @@ Example::
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import time
 from typing import TYPE_CHECKING, NamedTuple
@@ -43,6 +42,7 @@ from prometheus_client.process_collector import ProcessCollector
 
 from .errors import Code
 from .inflight import Generation
+from .outcome import How
 
 if TYPE_CHECKING:
     from wsgiref.simple_server import WSGIServer
@@ -136,8 +136,6 @@ class ServerMetrics:
             registry=registry,
         )
         self._series: dict[str, _Series] = {}
-        # Admission times on the event loop's clock, which is the clock of `Generation.first_item_at`.
-        self._admitted: dict[Generation, float] = {}
 
     def attach(self, service: EngineService) -> None:
         """Count every generation ``service`` runs, and show each of its engines at zero before any traffic."""
@@ -162,23 +160,23 @@ class ServerMetrics:
     def started(self, generation: Generation) -> None:
         """The ``on_started`` hook: one more generation in flight."""
         self._engine(generation.engine).in_flight.inc()
-        self._admitted[generation] = asyncio.get_running_loop().time()
 
     def finished(self, generation: Generation, code: Code) -> None:
-        """The ``on_finished`` hook: record how ``generation`` ended, from the totals it carries."""
+        """The ``on_finished`` hook: record how ``generation`` ended, from its ending and the totals it carries."""
         series = self._engine(generation.engine)
         series.in_flight.dec()
-        admitted = self._admitted.pop(generation, None)
-        if admitted is not None and generation.first_item_at is not None:
-            series.ttfr.observe(max(0.0, generation.first_item_at - admitted))
-        series.duration.observe(time.monotonic() - generation.started)
+        if generation.first_item_at is not None:
+            series.ttfr.observe(generation.first_item_at - generation.started)
+        ended = generation.ended if generation.ended is not None else time.monotonic()
+        series.duration.observe(ended - generation.started)
         series.items.inc(generation.items)
         series.messages.inc(generation.messages)
         self.requests.labels(generation.engine, code.name).inc()
-        if generation.cause is not None:
+        ending = generation.ending
+        if ending is not None and ending.cause is not None:
             # Counted once, by how it ended: a generation stopped and then killed is a kill.
-            ended = self.kills if generation.context.is_killed() else self.stops
-            ended.labels(generation.engine, generation.cause.value).inc()
+            counter = self.kills if ending.how is How.KILLED else self.stops
+            counter.labels(generation.engine, ending.cause.value).inc()
 
     def refused_call(self, engine: str, code: Code) -> None:
         """The ``on_refused`` hook: a call answered before any generation started."""

@@ -1,4 +1,4 @@
-"""The gRPC servicer of `engine.v1.EngineService`: the only server module that speaks grpc.aio.
+"""The gRPC servicer of `engine.v1.EngineService`: the only server module that serves calls with grpc.aio.
 
 Each call runs as request -> parse -> registry lookup and type check -> engine (a pump task) -> coalescing
 writer -> wire. The handlers are write-style coroutines over raw bytes:
@@ -10,40 +10,38 @@ writer -> wire. The handlers are write-style coroutines over raw bytes:
   at once (as ``CancelledError``, or an error from ``write``) and its ``finally`` kills the generation
   deterministically within about a millisecond.
 
-Statuses are set with ``set_code``/``set_details`` and a normal return, never ``abort``: an abort is an
-exception that a broad handler could swallow.
+Every generation ends in :meth:`EngineService._serve` as one :class:`~.outcome.Ending`; the status sent, the
+log line and the metrics are all read from it. Statuses are set with ``set_code``/``set_details`` and a normal
+return, never ``abort``: an abort is an exception that a broad handler could swallow.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections.abc import AsyncIterator, Callable
 from typing import Any
 
 import grpc
-from google.protobuf import any_pb2
-from google.rpc import status_pb2
 
 from engine_runtime.generated.engine.v1 import engine_pb2 as pb
 
 from .context import Context, validate_request_id
-from .descriptors import file_descriptor_set
-from .engine import LocalEngine
-from .errors import Code, EngineError, EngineFailed, InvalidRequest
-from .inflight import Cause, Generation, InFlight
+from .descriptors import engine_info
+from .errors import Code, EngineError, EngineFailed, EngineNotFound, InvalidRequest, Unavailable
+from .inflight import Generation, InFlight
+from .outcome import Cause, Ending, How, status_of
+from .protocol import REQUEST_ID_KEY, SERVICE_NAME, STATUS_DETAILS_KEY, check_request_type, status_trailer, type_name
 from .registry import EngineRegistry
-from .stream import DEFAULT_MAX_BATCH_BYTES, DEFAULT_MAX_BATCH_ITEMS, LocalStream
-from .wire import TYPE_URL_PREFIX, encode_response, item_encoder, parse
+from .stream import DEFAULT_MAX_BATCH_BYTES, DEFAULT_MAX_BATCH_ITEMS, FinishReason, LocalStream
+from .wire import encode_response, item_encoder, parse
 
-__all__ = ["SERVICE_NAME", "EngineService"]
-
-SERVICE_NAME = "engine.v1.EngineService"
-REQUEST_ID_KEY = "x-request-id"
-STATUS_DETAILS_KEY = "grpc-status-details-bin"
+__all__ = ["EngineService"]
 
 log = logging.getLogger("engine_runtime.service")
 
+ServicerContext = grpc.aio.ServicerContext[Any, Any]
 Finished = Callable[[Generation, Code], None]
 
 
@@ -74,7 +72,7 @@ class EngineService:
         self._encoders = {
             engine.name: item_encoder(engine.response_class, engine.check_response) for engine in registry
         }
-        self._listing = {engine.name: _engine_info(engine) for engine in registry}
+        self._listing = {engine.name: engine_info(engine) for engine in registry}
         self._finished: list[Finished] = []
         self._started: list[Callable[[Generation], None]] = []
         self._refused: list[Callable[[str, Code], None]] = []
@@ -91,7 +89,7 @@ class EngineService:
         self._refused.append(callback)
 
     def on_finished(self, callback: Finished) -> None:
-        """Call ``callback(generation, code)`` once for every generation, whichever way it ended."""
+        """Call ``callback(generation, code)`` once for every generation; ``generation.ending`` says how it ended."""
         self._finished.append(callback)
 
     def handler(self) -> grpc.GenericRpcHandler:
@@ -108,17 +106,17 @@ class EngineService:
 
     # -- Generate / Session ------------------------------------------------------------------------------------
 
-    async def generate(self, raw: bytes, context: grpc.aio.ServicerContext[Any, Any]) -> None:
+    async def generate(self, raw: bytes, context: ServicerContext) -> None:
         request = None
         try:
             request = parse(pb.GenerateRequest, raw, "the GenerateRequest")
-            generation, stream = self._start(request)
+            generation, stream = await self._start(request)
         except EngineError as error:
             self._refuse(context, request, error)
             return
         await self._serve(generation, stream, context)
 
-    async def session(self, requests: AsyncIterator[bytes], context: grpc.aio.ServicerContext[Any, Any]) -> None:
+    async def session(self, requests: AsyncIterator[bytes], context: ServicerContext) -> None:
         message = None
         try:
             first = await anext(aiter(requests), None)
@@ -127,7 +125,7 @@ class EngineService:
             message = parse(pb.SessionRequest, first, "the first SessionRequest")
             if message.WhichOneof("kind") != "start":
                 raise InvalidRequest("the first SessionRequest must be `start` (a GenerateRequest)")
-            generation, stream = self._start(message.start)
+            generation, stream = await self._start(message.start)
         except EngineError as error:
             self._refuse(context, message.start if message is not None else None, error)
             return
@@ -158,9 +156,7 @@ class EngineService:
                 generation.kill(Cause.STOP_REQUEST)
                 return
 
-    def _refuse(
-        self, context: grpc.aio.ServicerContext[Any, Any], request: pb.GenerateRequest | None, error: EngineError
-    ) -> None:
+    def _refuse(self, context: ServicerContext, request: pb.GenerateRequest | None, error: EngineError) -> None:
         """Answer a call refused before its generation started, and tell the `on_refused` callbacks."""
         _set_status(context, error)
         # Only a served engine's name is reported: a client-chosen name would make unbounded metric labels.
@@ -168,18 +164,12 @@ class EngineService:
         for callback in self._refused:
             callback(engine, error.code)
 
-    def _start(self, request: pb.GenerateRequest) -> tuple[Generation, LocalStream[bytes]]:
+    async def _start(self, request: pb.GenerateRequest) -> tuple[Generation, LocalStream[bytes]]:
         """Admit a generation and start its engine, or raise the EngineError that refuses it."""
         if self.draining:
-            raise EngineError(Code.UNAVAILABLE, "the server is draining and accepts no new generations")
+            raise Unavailable("the server is draining and accepts no new generations")
         engine = self.registry.get(request.engine)
-        received = request.request.type_url
-        received_name = received[received.rfind("/") + 1 :]
-        if received_name != engine.request_type:
-            raise InvalidRequest(
-                f"engine {engine.name!r} expects a request of type {engine.request_type}, "
-                f"received {received_name or 'an empty Any'}"
-            )
+        check_request_type(engine.name, engine.request_type, type_name(request.request.type_url))
         payload = parse(engine.request_class, request.request.value, "the request inside the Any")
         if request.request_id:
             problem = validate_request_id(request.request_id)
@@ -188,7 +178,7 @@ class EngineService:
         generation = Generation(Context(request.request_id or None), engine.name)
         self.inflight.add(generation)
         try:
-            stream = engine.stream(
+            stream = await engine.generate(
                 payload,
                 generation.context,
                 encode=self._encoders[engine.name],
@@ -203,77 +193,73 @@ class EngineService:
             callback(generation)
         return generation, stream
 
-    async def _serve(
-        self, generation: Generation, stream: LocalStream[bytes], context: grpc.aio.ServicerContext[Any, Any]
-    ) -> None:
-        code = Code.UNKNOWN
+    async def _serve(self, generation: Generation, stream: LocalStream[bytes], context: ServicerContext) -> None:
+        """Run one generation to its end, and end it: one :class:`Ending`, one status, one report."""
         try:
-            code = await self._write(generation, stream, context)
+            generation.end(await self._write(generation, stream, context))
         except asyncio.CancelledError:
             # The client cancelled, went away, or its deadline passed: grpc cancels this handler's task.
             remaining = context.time_remaining()
-            generation.kill(Cause.DEADLINE if remaining is not None and remaining <= 0 else Cause.CLIENT_CANCEL)
-            code = Code.DEADLINE_EXCEEDED if generation.cause is Cause.DEADLINE else Code.CANCELLED
+            cause = Cause.DEADLINE if remaining is not None and remaining <= 0 else Cause.CLIENT_CANCEL
+            generation.kill(cause)
+            generation.end(Ending(How.KILLED, cause))
             raise
         finally:
             if not generation.context.is_done():
                 generation.context.kill()
+            if generation.ending is None:
+                # Only a bug gets here: the call still ends with a status, and the log says so.
+                log.error("generation %s ended without an ending", generation.id, extra={"request_id": generation.id})
+                generation.end(Ending(How.FAILED, generation.cause, EngineFailed("the server failed this call")))
+            ending = generation.ending
+            assert ending is not None
+            error = status_of(ending, generation.id)
+            if error is not None:
+                _set_status(context, error)
             if self._finished:
                 # After this handler has wound down: a kill's cancellation and the final status go out first,
                 # the bookkeeping (log line, metrics) after, yet before anyone waiting for an empty table.
-                asyncio.get_running_loop().call_soon(self._report, generation, code)
+                asyncio.get_running_loop().call_soon(self._report, generation, ending.code)
             self.inflight.remove(generation)
 
     def _report(self, generation: Generation, code: Code) -> None:
         for callback in self._finished:
             callback(generation, code)
 
-    async def _write(
-        self, generation: Generation, stream: LocalStream[bytes], context: grpc.aio.ServicerContext[Any, Any]
-    ) -> Code:
-        ctx = generation.context
+    async def _write(self, generation: Generation, stream: LocalStream[bytes], context: ServicerContext) -> Ending:
+        """Write the stream's batches as they come; return how the generation ended."""
         try:
-            await context.send_initial_metadata(((REQUEST_ID_KEY, ctx.id),))
+            await context.send_initial_metadata(((REQUEST_ID_KEY, generation.id),))
             while True:
                 batch = await stream.next_batch()
                 reason = stream.finish_reason
-                if batch or reason is not None:
-                    if generation.first_item_at is None and batch:
-                        generation.first_item_at = asyncio.get_running_loop().time()
-                    try:
-                        await context.write(encode_response(batch, reason or 0))
-                    except asyncio.CancelledError:
-                        raise
-                    except Exception:
-                        # grpc raises its own internal error type when the call is gone: the client left.
-                        generation.kill(Cause.CLIENT_CANCEL)
-                        return Code.CANCELLED
-                    generation.items += len(batch)
-                    generation.messages += 1
+                if not batch and reason is None:
+                    # The stream ended quietly: the generation was killed on this side.
+                    return Ending(How.KILLED, generation.cause)
+                if generation.first_item_at is None and batch:
+                    generation.first_item_at = time.monotonic()
+                try:
+                    await context.write(encode_response(batch, reason or 0))
+                except asyncio.CancelledError:
+                    raise
+                except Exception:
+                    # grpc raises its own internal error type when the call is gone: the client left.
+                    generation.kill(Cause.CLIENT_CANCEL)
+                    return Ending(How.KILLED, Cause.CLIENT_CANCEL)
+                generation.items += len(batch)
+                generation.messages += 1
                 if reason is not None:
-                    return Code.OK
-                if not batch:
-                    break
+                    return Ending(How.STOPPED if reason is FinishReason.STOPPED else How.COMPLETED, generation.cause)
         except EngineError as error:
-            if generation.cause is None and error.code is Code.ABORTED:
-                generation.cause = Cause.ENGINE
-            if error.code is Code.INTERNAL:
-                error = EngineFailed(f"{error.message} (request id {ctx.id})")
-            _set_status(context, error)
-            return error.code
-        # The stream ended quietly because the generation was killed on this side.
-        if generation.cause is Cause.DRAIN:
-            killed = EngineError(
-                Code.UNAVAILABLE, f"the server is shutting down: generation {ctx.id!r} ran past the stop timeout"
-            )
-        else:
-            killed = EngineError(Code.ABORTED, f"generation {ctx.id!r} was killed by a stop request")
-        _set_status(context, killed)
-        return killed.code
+            if generation.context.is_killed():
+                # The engine killed its own context (the stream raises Aborted for that).
+                generation.kill(Cause.ENGINE)
+                return Ending(How.KILLED, generation.cause, error)
+            return Ending(How.FAILED, generation.cause or (Cause.ENGINE if error.code is Code.ABORTED else None), error)
 
     # -- Stop / ListEngines ------------------------------------------------------------------------------------
 
-    async def stop(self, raw: bytes, context: grpc.aio.ServicerContext[Any, Any]) -> bytes:
+    async def stop(self, raw: bytes, context: ServicerContext) -> bytes:
         try:
             request = parse(pb.StopRequest, raw, "the StopRequest")
             problem = validate_request_id(request.request_id)
@@ -281,7 +267,7 @@ class EngineService:
                 raise InvalidRequest(problem)
             generation = self.inflight.get(request.request_id)
             if generation is None:
-                raise EngineError(Code.NOT_FOUND, f"no generation with request id {request.request_id!r} is in flight")
+                raise EngineNotFound(f"no generation with request id {request.request_id!r} is in flight")
         except EngineError as error:
             _set_status(context, error)
             return b""
@@ -291,7 +277,7 @@ class EngineService:
             generation.stop(Cause.STOP_REQUEST)
         return b""
 
-    async def list_engines(self, raw: bytes, context: grpc.aio.ServicerContext[Any, Any]) -> bytes:
+    async def list_engines(self, raw: bytes, context: ServicerContext) -> bytes:
         try:
             request = parse(pb.ListEnginesRequest, raw, "the ListEnginesRequest")
             if request.name:
@@ -327,27 +313,9 @@ class EngineService:
         await self.inflight.wait_empty(5.0)
 
 
-def _engine_info(engine: LocalEngine) -> pb.EngineInfo:
-    return pb.EngineInfo(
-        name=engine.name,
-        description=engine.description,
-        request_type=engine.request_type,
-        response_type=engine.response_type,
-        error_type=engine.error_type or "",
-        unary=engine.unary,
-        descriptors=file_descriptor_set([engine.request_class, engine.response_class, engine.error_class]),
-    )
-
-
-def _set_status(context: grpc.aio.ServicerContext[Any, Any], error: EngineError) -> None:
-    code = _GRPC_CODES[error.code]
-    context.set_code(code)
+def _set_status(context: ServicerContext, error: EngineError) -> None:
+    context.set_code(grpc.StatusCode[error.code.name])
     context.set_details(error.message)
-    if error.detail is not None:
-        detail = any_pb2.Any()
-        detail.Pack(error.detail, type_url_prefix=TYPE_URL_PREFIX.rstrip("/"))
-        status = status_pb2.Status(code=int(error.code), message=error.message, details=[detail])
-        context.set_trailing_metadata(((STATUS_DETAILS_KEY, status.SerializeToString()),))
-
-
-_GRPC_CODES = {Code(code.value[0]): code for code in grpc.StatusCode}
+    trailer = status_trailer(error)
+    if trailer is not None:
+        context.set_trailing_metadata(((STATUS_DETAILS_KEY, trailer),))

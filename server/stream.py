@@ -236,7 +236,7 @@ class LocalStream(ResponseStream[Resp]):
         super().__init__(context)
         self._engine = engine
         self._buf = buf = _Buffer(context, max_items, max_bytes)
-        self._handed_out = False
+        self._finish: FinishReason | None = None
         context.link_child(_PumpControl(buf))
         task = asyncio.get_running_loop().create_task(
             _pump(source, buf, check, encode), name=f"engine {engine} {context.id}"
@@ -257,7 +257,6 @@ class LocalStream(ResponseStream[Resp]):
                 if not buf.finished:
                     await self._wait()
                     continue
-                self._handed_out = True
                 if buf.killed_by_engine:
                     raise Aborted(f"generation {buf.ctx.id!r} was killed by engine {self._engine!r}")
                 return []
@@ -267,12 +266,12 @@ class LocalStream(ResponseStream[Resp]):
                 if space is not None and not space.done():
                     space.set_result(None)
                 if buf.finished and buf.error is None:
-                    self._handed_out = True
+                    self._finished()
                 return batch
             if buf.finished:
-                self._handed_out = True
                 if buf.error is not None:
                     raise buf.error
+                self._finished()
                 return []
             await self._wait()
 
@@ -281,12 +280,13 @@ class LocalStream(ResponseStream[Resp]):
         buf.waiter = asyncio.get_running_loop().create_future()
         await buf.waiter
 
+    def _finished(self) -> None:
+        # The last item is handed out and the engine returned (it did not raise and was not killed).
+        self._finish = FinishReason.STOPPED if self._buf.stopped else FinishReason.COMPLETED
+
     @property
     def finish_reason(self) -> FinishReason | None:
-        buf = self._buf
-        if not (self._handed_out and buf.finished) or buf.items or buf.error is not None or buf.ctx.is_killed():
-            return None
-        return FinishReason.STOPPED if buf.stopped else FinishReason.COMPLETED
+        return self._finish
 
     async def aclose(self) -> None:
         buf = self._buf

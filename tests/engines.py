@@ -11,6 +11,8 @@ import os
 import time
 from collections.abc import AsyncIterator
 
+import grpc
+
 from engine_runtime.generated.examples.v1.examples_pb2 import (
     CountError,
     CountRequest,
@@ -18,7 +20,7 @@ from engine_runtime.generated.examples.v1.examples_pb2 import (
     EchoRequest,
     EchoResponse,
 )
-from engine_runtime.server import Code, Context, EngineError, EngineRegistry
+from engine_runtime.server import Context, EngineError, EngineRegistry
 from engine_runtime.server.examples import registry as examples
 
 
@@ -91,7 +93,10 @@ async def wrong_type(request: EchoRequest, ctx: Context) -> AsyncIterator[EchoRe
 @registry.engine("typed_error", request=EchoRequest, response=EchoResponse, error=CountError)
 async def typed_error(request: EchoRequest, ctx: Context) -> AsyncIterator[EchoResponse]:
     """Fails with FAILED_PRECONDITION and a CountError detail."""
-    raise EngineError(Code.FAILED_PRECONDITION, "not ready: " + request.text, CountError(field="text", value=7))
+    # Written as a gRPC user writes it: with grpc's own StatusCode.
+    raise EngineError(
+        grpc.StatusCode.FAILED_PRECONDITION, "not ready: " + request.text, CountError(field="text", value=7)
+    )
     yield EchoResponse()
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import socket
 import warnings
 from collections.abc import AsyncIterator
 
@@ -11,7 +12,7 @@ import pytest_asyncio
 
 from engine_runtime.client import EngineClient
 from engine_runtime.generated.examples.v1.examples_pb2 import CountRequest, CountResponse
-from engine_runtime.server import Context, EngineRegistry, FinishReason
+from engine_runtime.server import Context, EngineRegistry, FinishReason, Unavailable
 from engine_runtime.server.app import EngineServer, ServerConfig
 from tests.engines import PROBES, registry
 
@@ -159,3 +160,12 @@ async def test_a_server_that_goes_away_mid_stream_is_a_clear_error_not_a_retry()
             assert stream.finish_reason is None  # a truncated stream never looks complete
     finally:
         await server.kill()
+
+
+async def test_a_failed_connect_is_unavailable() -> None:
+    with socket.socket() as closed:
+        closed.bind(("127.0.0.1", 0))  # bound, never listening: connections are refused
+        target = f"127.0.0.1:{closed.getsockname()[1]}"
+        with pytest.raises(Unavailable, match="cannot connect to"):
+            async with EngineClient(target, connect_timeout=0.2):
+                pass

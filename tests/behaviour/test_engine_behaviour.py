@@ -10,6 +10,7 @@ import asyncio
 import gc
 from collections.abc import AsyncIterator, Awaitable, Callable
 
+import grpc
 import pytest
 import pytest_asyncio
 
@@ -163,6 +164,18 @@ async def test_engine_error_code_message_and_typed_detail(get_engine: GetEngine)
         await stream.next_batch()
     assert info.value.code is Code.INVALID_ARGUMENT and "count must be between" in info.value.message
     assert info.value.detail == CountError(field="count", value=-1, limit=100_000_000)
+
+
+async def test_an_engine_error_code_compares_equal_to_grpcs_own(get_engine: GetEngine) -> None:
+    typed = (await get_engine("typed_error")).downcast(EchoRequest, EchoResponse)
+    assert typed is not None
+    stream = await typed.generate(EchoRequest(text="x"))
+    with pytest.raises(EngineError) as info:
+        await stream.next_batch()
+    code = info.value.code
+    assert code == grpc.StatusCode.FAILED_PRECONDITION and code == grpc.StatusCode.FAILED_PRECONDITION
+    assert code == 9 and code != grpc.StatusCode.INTERNAL and code is Code.FAILED_PRECONDITION
+    assert info.value.detail == CountError(field="text", value=7)
 
 
 async def test_engine_failure_is_internal(get_engine: GetEngine) -> None:

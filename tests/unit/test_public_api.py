@@ -15,8 +15,10 @@ def test_server_exports() -> None:
     assert set(server.__all__) == {
         *promised,
         "Aborted",
+        "AlreadyExists",
         "Code",
         "Controller",
+        "DataLoss",
         "Engine",
         "EngineFailed",
         "EngineNotFound",
