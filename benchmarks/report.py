@@ -155,15 +155,14 @@ def write_json(path: Path, run: dict[str, Any]) -> None:
     tmp.replace(path)
 
 
-def write_chart(path: Path, figures: list[Figure], subtitle: str) -> None:
-    """Two panels: project/bare ratios against ratio targets, and values as a fraction of absolute targets."""
-    import matplotlib
+Ratio = tuple[str, float, "Target | None"]
+Budget = tuple[str, float, "float | None"]
 
-    matplotlib.use("Agg")  # files only: no display on a server or in CI
-    import matplotlib.pyplot as plt
 
-    ratios: list[tuple[str, float, Target | None]] = []
-    budgets: list[tuple[str, float, float | None]] = []
+def _chart_rows(figures: list[Figure]) -> tuple[list[Ratio], list[Budget]]:
+    """What the two panels plot: each ratio with its ratio target, each value against its upper bound."""
+    ratios: list[Ratio] = []
+    budgets: list[Budget] = []
     for figure in figures:
         if figure.status != "ok":
             continue
@@ -178,10 +177,27 @@ def write_chart(path: Path, figures: list[Figure], subtitle: str) -> None:
             if upper and target is not None and metric.value is not None:
                 share = None if metric.baseline is None else metric.baseline / target.bound
                 budgets.append((label, metric.value / target.bound, share))
+    return ratios, budgets
 
+
+def write_chart(path: Path, figures: list[Figure], subtitle: str) -> None:
+    """Two panels: project/bare ratios against ratio targets, and values as a fraction of absolute targets."""
+    import matplotlib
+
+    matplotlib.use("Agg")  # files only: no display on a server or in CI
+    import matplotlib.pyplot as plt
+
+    ratios, budgets = _chart_rows(figures)
     fig, (left, right) = plt.subplots(1, 2, figsize=(15, 6), gridspec_kw={"width_ratios": [3, 2]})
     fig.suptitle(f"engine-runtime vs bare grpc.aio (same run)\n{subtitle}", fontsize=10)
+    _plot_ratios(left, ratios)
+    _plot_budgets(right, budgets)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
 
+
+def _plot_ratios(left: Any, ratios: list[Ratio]) -> None:
     xs = range(len(ratios))
     colors = []
     for _, ratio, target in ratios:
@@ -208,6 +224,8 @@ def write_chart(path: Path, figures: list[Figure], subtitle: str) -> None:
     left.set_ylabel("project / bare (log)")
     left.set_title("ratio to the bare server (dashed: target; green met, red missed, gray no ratio target)")
 
+
+def _plot_budgets(right: Any, budgets: list[Budget]) -> None:
     # The bare server's bar beside the project's: a target the bare server misses too is the machine's limit.
     ys = [float(y) for y in range(len(budgets))]
     project = [p for _, p, _ in budgets]
@@ -222,6 +240,3 @@ def write_chart(path: Path, figures: list[Figure], subtitle: str) -> None:
     right.set_yticks(ys, [label.replace("\n", " ") for label, _, _ in budgets], fontsize=7)
     right.set_xlabel("value / absolute target (under 1 is met)")
     right.set_title("absolute targets (hatched: bare server)")
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)

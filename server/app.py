@@ -222,7 +222,8 @@ class EngineServer:
         await self.health.enter_graceful_shutdown()
         # Stops the listeners at once (new calls: UNAVAILABLE); calls still open at the grace are cancelled.
         stopping = asyncio.ensure_future(server.stop(c.drain_timeout + c.stop_timeout + 5))
-        await self.service.drain(c.drain_timeout, c.stop_timeout)
+        self.service.draining = True
+        await self.inflight.drain(c.drain_timeout, c.stop_timeout)
         # What remains are long-lived non-generation calls (health Watch): nothing to wait for.
         await server.stop(0)
         await stopping

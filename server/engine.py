@@ -25,7 +25,8 @@ from google.protobuf.message import Message
 from .context import Context
 from .errors import EngineFailed
 from .protocol import check_request_type
-from .stream import DEFAULT_MAX_BATCH_BYTES, DEFAULT_MAX_BATCH_ITEMS, LocalStream, ResponseStream
+from .pump import DEFAULT_MAX_BATCH_BYTES, DEFAULT_MAX_BATCH_ITEMS, LocalStream
+from .stream import ResponseStream
 
 __all__ = ["AnyEngine", "Engine", "LocalEngine"]
 

@@ -7,6 +7,7 @@ however it ends, so `Stop` on a finished or killed generation answers NOT_FOUND.
 from __future__ import annotations
 
 import asyncio
+import logging
 import time
 from collections import Counter
 from collections.abc import Iterator
@@ -16,6 +17,8 @@ from .errors import AlreadyExists, ResourceExhausted
 from .outcome import Cause, Ending
 
 __all__ = ["Generation", "InFlight"]
+
+log = logging.getLogger("engine_runtime.service")
 
 
 class Generation:
@@ -132,3 +135,22 @@ class InFlight:
         except TimeoutError:
             return False
         return True
+
+    async def drain(self, drain_timeout: float, stop_timeout: float) -> None:
+        """Let the generations in flight finish, then stop them, then kill what is left.
+
+        They get ``drain_timeout`` seconds to finish on their own, then a graceful stop (``stop_generating``:
+        they end with FINISH_REASON_STOPPED), then ``stop_timeout`` seconds more before the rest are killed (their
+        clients see UNAVAILABLE). Refusing new generations meanwhile is the caller's part.
+        """
+        if await self.wait_empty(drain_timeout):
+            return
+        log.info("drain: %d generations still running after %.1fs; stopping them", len(self), drain_timeout)
+        for generation in self:
+            generation.stop(Cause.DRAIN)
+        if await self.wait_empty(stop_timeout):
+            return
+        log.warning("drain: killing %d generations that ignored the stop for %.1fs", len(self), stop_timeout)
+        for generation in self:
+            generation.kill(Cause.DRAIN)
+        await self.wait_empty(5.0)

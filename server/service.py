@@ -33,8 +33,9 @@ from .errors import Code, EngineError, EngineFailed, EngineNotFound, InvalidRequ
 from .inflight import Generation, InFlight
 from .outcome import Cause, Ending, How, status_of
 from .protocol import REQUEST_ID_KEY, SERVICE_NAME, STATUS_DETAILS_KEY, check_request_type, status_trailer, type_name
+from .pump import DEFAULT_MAX_BATCH_BYTES, DEFAULT_MAX_BATCH_ITEMS, LocalStream
 from .registry import EngineRegistry
-from .stream import DEFAULT_MAX_BATCH_BYTES, DEFAULT_MAX_BATCH_ITEMS, FinishReason, LocalStream
+from .stream import FinishReason
 from .wire import encode_response, item_encoder, parse
 
 __all__ = ["EngineService"]
@@ -289,28 +290,6 @@ class EngineService:
             _set_status(context, error)
             return b""
         return pb.ListEnginesResponse(engines=infos).SerializeToString()
-
-    # -- drain -------------------------------------------------------------------------------------------------
-
-    async def drain(self, drain_timeout: float, stop_timeout: float) -> None:
-        """Refuse new generations, let those in flight finish, then stop them, then kill what is left.
-
-        In-flight streams get ``drain_timeout`` seconds to finish on their own, then a graceful stop
-        (``stop_generating``: they end with FINISH_REASON_STOPPED), then ``stop_timeout`` seconds more before the
-        rest are killed (their clients see UNAVAILABLE).
-        """
-        self.draining = True
-        if await self.inflight.wait_empty(drain_timeout):
-            return
-        log.info("drain: %d generations still running after %.1fs; stopping them", len(self.inflight), drain_timeout)
-        for generation in self.inflight:
-            generation.stop(Cause.DRAIN)
-        if await self.inflight.wait_empty(stop_timeout):
-            return
-        log.warning("drain: killing %d generations that ignored the stop for %.1fs", len(self.inflight), stop_timeout)
-        for generation in self.inflight:
-            generation.kill(Cause.DRAIN)
-        await self.inflight.wait_empty(5.0)
 
 
 def _set_status(context: ServicerContext, error: EngineError) -> None:

@@ -1,0 +1,272 @@
+"""The pump: how a local engine runs behind a :class:`~.stream.ResponseStream`.
+
+A local engine runs in a task of its own (the *pump*) that appends what the engine yields to a bounded buffer.
+The consumer takes everything that is already there in one go, and a full buffer makes the engine wait, so a
+slow consumer slows the engine and memory stays bounded.
+
+The pump holds the buffer, never the stream: a consumer that drops its stream lets it be collected, and the
+collection kills the generation.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import AsyncIterator, Callable
+from typing import Any, TypeVar
+
+from .context import Context
+from .errors import Aborted, EngineError, EngineFailed
+from .stream import FinishReason, ResponseStream
+
+__all__ = ["DEFAULT_MAX_BATCH_BYTES", "DEFAULT_MAX_BATCH_ITEMS", "LocalStream"]
+
+log = logging.getLogger("engine_runtime")
+
+Resp = TypeVar("Resp")
+
+DEFAULT_MAX_BATCH_ITEMS = 1024
+DEFAULT_MAX_BATCH_BYTES = 256 * 1024
+
+# The event loop keeps only weak references to tasks: a pump whose stream was dropped must not vanish mid-way.
+_RUNNING: set[asyncio.Task[None]] = set()
+
+
+class _Buffer:
+    """What the pump and the consumer share. Deliberately holds no reference to the stream."""
+
+    __slots__ = (
+        "ctx",
+        "error",
+        "finished",
+        "items",
+        "killed_by_engine",
+        "max_bytes",
+        "max_items",
+        "nbytes",
+        "space",
+        "stopped",
+        "task",
+        "waiter",
+    )
+
+    def __init__(self, ctx: Context, max_items: int, max_bytes: int) -> None:
+        self.ctx = ctx
+        self.items: list[Any] = []
+        self.nbytes = 0
+        self.max_items = max_items
+        self.max_bytes = max_bytes
+        self.waiter: asyncio.Future[None] | None = None
+        self.space: asyncio.Future[None] | None = None
+        self.finished = False
+        self.stopped = False
+        self.killed_by_engine = False
+        self.error: BaseException | None = None
+        self.task: asyncio.Task[None] | None = None
+
+    def wake(self) -> None:
+        waiter, self.waiter = self.waiter, None
+        if waiter is not None and not waiter.done():
+            waiter.set_result(None)
+
+
+class _PumpControl:
+    """Linked as a child of the generation's context, so that a kill cancels the engine's task."""
+
+    __slots__ = ("buf",)
+
+    def __init__(self, buf: _Buffer) -> None:
+        self.buf = buf
+
+    def stop_generating(self) -> None:
+        # The engine polls the context; a stop interrupts nothing.
+        pass
+
+    stop = stop_generating
+
+    def kill(self) -> None:
+        buf = self.buf
+        task = buf.task
+        if task is None or task.done():
+            buf.wake()
+            return
+        # The engine killing its own context (from inside its task) is a kill "from the far side" for the
+        # consumer: it gets Aborted rather than a quiet end.
+        buf.killed_by_engine = buf.killed_by_engine or asyncio.current_task() is task
+        task.cancel()
+
+    def is_stopped(self) -> bool:
+        return self.buf.ctx.is_stopped()
+
+    def is_killed(self) -> bool:
+        return self.buf.ctx.is_killed()
+
+
+async def _pump(
+    source: AsyncIterator[Any],
+    buf: _Buffer,
+    check: Callable[[Any], None] | None,
+    encode: Callable[[Any], bytes] | None,
+) -> None:
+    max_items, max_bytes = buf.max_items, buf.max_bytes
+    try:
+        # One loop per case keeps the per-item path free of branches it does not need. `buf.items` is looked up
+        # for every item: the consumer takes the whole list and leaves a fresh one.
+        if encode is not None:
+            # The encoder checks the type as it frames (see wire.item_encoder).
+            async for item in source:
+                data = encode(item)
+                items = buf.items
+                items.append(data)
+                nbytes = buf.nbytes = buf.nbytes + len(data)
+                if buf.waiter is not None:
+                    buf.wake()
+                if len(items) >= max_items or nbytes >= max_bytes:
+                    buf.space = asyncio.get_running_loop().create_future()
+                    await buf.space
+        else:
+            async for item in source:
+                if check is not None:
+                    check(item)
+                items = buf.items
+                items.append(item)
+                if buf.waiter is not None:
+                    buf.wake()
+                if len(items) >= max_items:
+                    buf.space = asyncio.get_running_loop().create_future()
+                    await buf.space
+    finally:
+        aclose = getattr(source, "aclose", None)
+        if aclose is not None:
+            # Runs the engine's `finally` at its `yield` (GeneratorExit) if it is suspended there.
+            await aclose()
+    # Completed: say so before the consumer (woken for the last items) runs, so that the last items and the
+    # finish reason leave in one message.
+    _complete(buf)
+
+
+def _complete(buf: _Buffer) -> None:
+    buf.finished = True
+    buf.stopped = buf.ctx.is_stopped()
+    buf.ctx.mark_done()
+    space, buf.space = buf.space, None
+    if space is not None and not space.done():
+        space.cancel()
+    buf.wake()
+
+
+class LocalStream(ResponseStream[Resp]):
+    """A :class:`ResponseStream` fed by an engine running in this process."""
+
+    def __init__(
+        self,
+        source: AsyncIterator[Any],
+        context: Context,
+        *,
+        engine: str,
+        check: Callable[[Any], None] | None = None,
+        encode: Callable[[Any], bytes] | None = None,
+        max_items: int = DEFAULT_MAX_BATCH_ITEMS,
+        max_bytes: int = DEFAULT_MAX_BATCH_BYTES,
+    ) -> None:
+        super().__init__(context)
+        self._engine = engine
+        self._buf = buf = _Buffer(context, max_items, max_bytes)
+        self._finish: FinishReason | None = None
+        context.link_child(_PumpControl(buf))
+        task = asyncio.get_running_loop().create_task(
+            _pump(source, buf, check, encode), name=f"engine {engine} {context.id}"
+        )
+        buf.task = task
+        _RUNNING.add(task)
+        task.add_done_callback(lambda done: _finish(buf, done, engine))
+        if context.is_killed():
+            # Linking the pump to an already killed context cancelled nothing: the task did not exist yet.
+            task.cancel()
+
+    async def next_batch(self) -> list[Resp]:
+        buf = self._buf
+        while True:
+            if buf.ctx.is_killed():
+                # Nothing more is delivered after a kill; wait until the engine's `finally` blocks have run.
+                buf.items = []
+                if not buf.finished:
+                    await self._wait()
+                    continue
+                if buf.killed_by_engine:
+                    raise Aborted(f"generation {buf.ctx.id!r} was killed by engine {self._engine!r}")
+                return []
+            if buf.items:
+                batch, buf.items, buf.nbytes = buf.items, [], 0
+                space, buf.space = buf.space, None
+                if space is not None and not space.done():
+                    space.set_result(None)
+                if buf.finished and buf.error is None:
+                    self._finished()
+                return batch
+            if buf.finished:
+                if buf.error is not None:
+                    raise buf.error
+                self._finished()
+                return []
+            await self._wait()
+
+    async def _wait(self) -> None:
+        buf = self._buf
+        buf.waiter = asyncio.get_running_loop().create_future()
+        await buf.waiter
+
+    def _finished(self) -> None:
+        # The last item is handed out and the engine returned (it did not raise and was not killed).
+        self._finish = FinishReason.STOPPED if self._buf.stopped else FinishReason.COMPLETED
+
+    @property
+    def finish_reason(self) -> FinishReason | None:
+        return self._finish
+
+    async def aclose(self) -> None:
+        buf = self._buf
+        if not buf.finished:
+            buf.ctx.kill()
+        while not buf.finished:
+            await self._wait()
+
+    def __del__(self) -> None:
+        # A consumer that drops its stream is gone: nothing runs on for it.
+        buf = self._buf
+        if not buf.finished and buf.task is not None and not buf.task.get_loop().is_closed():
+            buf.ctx.kill()
+
+
+def _finish(buf: _Buffer, task: asyncio.Task[None], engine: str) -> None:
+    """The pump's done callback: records how a generation that did not complete ended."""
+    _RUNNING.discard(task)
+    if buf.finished:
+        return
+    ctx = buf.ctx
+    if task.cancelled():
+        if not ctx.is_killed():
+            # Only a kill cancels the pump; anything else is a CancelledError that leaked out of the engine.
+            log.error(
+                "engine %r raised CancelledError without a kill (request %s)",
+                engine,
+                ctx.id,
+                extra={"engine": engine, "request_id": ctx.id},
+            )
+            buf.error = EngineFailed(f"engine {engine!r} was cancelled without a kill")
+    else:
+        error = task.exception()
+        if isinstance(error, EngineError):
+            buf.error = error
+        elif error is not None:
+            log.error(
+                "engine %r failed (request %s)",
+                engine,
+                ctx.id,
+                exc_info=error,
+                extra={"engine": engine, "request_id": ctx.id},
+            )
+            failed = EngineFailed(f"engine {engine!r} failed")
+            failed.__cause__ = error
+            buf.error = failed
+    _complete(buf)
