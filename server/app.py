@@ -217,12 +217,13 @@ class EngineServer:
             self._closed.set()
             return
         c = self.config
+        # Refuse new generations before health says NOT_SERVING: whoever sees NOT_SERVING is refused too.
+        self.service.draining = True
         await self.engine_health.stop()
         log.info("draining: %d generations in flight", len(self.inflight))
         await self.health.enter_graceful_shutdown()
         # Stops the listeners at once (new calls: UNAVAILABLE); calls still open at the grace are cancelled.
         stopping = asyncio.ensure_future(server.stop(c.drain_timeout + c.stop_timeout + 5))
-        self.service.draining = True
         await self.inflight.drain(c.drain_timeout, c.stop_timeout)
         # What remains are long-lived non-generation calls (health Watch): nothing to wait for.
         await server.stop(0)

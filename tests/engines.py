@@ -7,6 +7,7 @@ the unary `probe_report` engine tells another process how a probe generation end
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import time
 from collections.abc import AsyncIterator
@@ -70,10 +71,13 @@ async def probe(request: CountRequest, ctx: Context) -> AsyncIterator[CountRespo
 
 @registry.engine("probe_report", request=EchoRequest, response=EchoResponse)
 async def probe_report(request: EchoRequest, ctx: Context) -> EchoResponse:
-    """How the probe with request id `text` ended: `<exit> killed=<bool>`, or `unknown`."""
+    """How the probe with request id `text` ended (waiting up to 10 s): `<exit> killed=<bool>`, or `unknown`."""
     record = PROBES.get(request.text)
     if record is None:
         return EchoResponse(text="unknown")
+    # A probe killed a moment ago may still be unwinding: wait for its `finally`, within a bound.
+    with contextlib.suppress(TimeoutError):
+        await asyncio.wait_for(record.ended.wait(), 10)
     return EchoResponse(text=f"{record.exit} killed={record.killed_in_finally}")
 
 

@@ -9,6 +9,7 @@ from typing import Any
 import grpc
 from google.protobuf import any_pb2
 from google.protobuf.message import Message
+from grpc_health.v1 import health_pb2, health_pb2_grpc
 from prometheus_client.parser import text_string_to_metric_families
 
 from engine_runtime.generated.engine.v1 import engine_pb2 as pb
@@ -104,3 +105,16 @@ async def start_session(channel: grpc.aio.Channel, engine: str, message: Message
     await call.write(pb.SessionRequest(start=generate_request(engine, message, request_id)))
     await first_reply(call)
     return call
+
+
+async def wait_not_serving(channel: grpc.aio.Channel, service: str = "", timeout: float = 10) -> None:
+    """Watch ``grpc.health.v1`` on ``channel`` until ``service`` is NOT_SERVING (a drain has begun)."""
+    stub: Any = health_pb2_grpc.HealthStub(channel)
+    watch = stub.Watch(health_pb2.HealthCheckRequest(service=service), timeout=timeout)
+    try:
+        while (reply := await watch.read()) is not grpc.aio.EOF:
+            if reply.status == health_pb2.HealthCheckResponse.NOT_SERVING:
+                return
+    finally:
+        watch.cancel()
+    raise AssertionError(f"health of {service!r} ended without NOT_SERVING")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import signal
@@ -11,6 +12,10 @@ import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
+
+import grpc
+from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 BIN = Path(sys.executable).parent
 ROOT = Path(__file__).resolve().parents[1]
@@ -54,8 +59,13 @@ class ServerProcess:
             self._new_line.notify_all()
 
     def wait_listening(self, timeout: float = 30) -> str:
+        """The address the server logged once it listens, after its health service answers SERVING there.
+
+        The log line is the only place that names a port picked with ``--port 0``; readiness is health's word.
+        """
         if not self._listening.wait(timeout) or not self.address:
             raise AssertionError(f"engine-server did not start: {self.output}")
+        wait_serving(self.address, timeout)
         return self.address
 
     def wait_for(self, pattern: str, timeout: float = 30, after: int = 0) -> re.Match[str]:
@@ -79,6 +89,18 @@ class ServerProcess:
     def output(self) -> str:
         return "".join(self.lines)
 
+    def records(self) -> list[dict[str, Any]]:
+        """The JSON log records (with ``--log-format json``); other output lines are skipped."""
+        records = []
+        for line in self.lines:
+            try:
+                record = json.loads(line)
+            except ValueError:
+                continue
+            if isinstance(record, dict):
+                records.append(record)
+        return records
+
     def signal(self, signum: int) -> None:
         self.proc.send_signal(signum)
 
@@ -94,6 +116,16 @@ class ServerProcess:
         self._reader.join(5)
         if self.proc.stdout is not None:
             self.proc.stdout.close()
+
+
+def wait_serving(address: str, timeout: float = 30) -> None:
+    """Wait until ``grpc.health.v1`` at ``address`` answers SERVING for the whole server."""
+    with grpc.insecure_channel(address) as channel:
+        stub: Any = health_pb2_grpc.HealthStub(channel)
+        check = stub.Check
+        reply = check(health_pb2.HealthCheckRequest(service=""), timeout=timeout, wait_for_ready=True)
+        if reply.status != health_pb2.HealthCheckResponse.SERVING:
+            raise AssertionError(f"engine-server at {address} is {reply.status}, not SERVING")
 
 
 def tracked_servers() -> Iterator[type[ServerProcess]]:

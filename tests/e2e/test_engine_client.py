@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import signal
 import subprocess
-import time
 
 import pytest
 
@@ -89,11 +88,7 @@ def test_sigint_mid_stream_kills_the_generation_and_exits_130(address: str) -> N
         if proc.poll() is None:
             proc.kill()
             proc.communicate()
-    for _ in range(100):
-        report = client(address, "generate", "probe_report", json.dumps({"text": request_id}))
-        if "running" not in report.stdout:
-            break
-        time.sleep(0.05)
+    report = client(address, "generate", "probe_report", json.dumps({"text": request_id}))
     assert json.loads(report.stdout.splitlines()[0])["text"] in ("cancelled killed=True", "generator-exit killed=True")
 
 

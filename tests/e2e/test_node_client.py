@@ -8,12 +8,9 @@ non-Python client sees it. The server is then stopped with SIGTERM, as in produc
 from __future__ import annotations
 
 import json
-import re
 import shutil
 import signal
 import subprocess
-import sys
-import threading
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -21,10 +18,10 @@ from typing import Any
 import pytest
 
 from engine_runtime.server.examples import MAX_COUNT
+from tests.processes import ServerProcess
 
 ROOT = Path(__file__).resolve().parents[2]
 NODE_EXAMPLE = ROOT / "examples" / "node"
-SERVER = Path(sys.executable).parent / "engine-server"
 NODE = shutil.which("node")
 NPM = shutil.which("npm")
 
@@ -34,85 +31,12 @@ CLIENT_TIMEOUT = 90.0
 SHUTDOWN_TIMEOUT = 30.0
 TEXT = "hello from node over grpc"
 
-LISTENING = re.compile(r"listening on ([^\s,()]+)")
 
 pytestmark = [
     pytest.mark.skipif(NODE is None or NPM is None, reason="node and npm are needed on PATH for the Node.js client"),
     # The first test pays for `npm ci` when node_modules is missing, then for the whole shared run.
     pytest.mark.timeout(NPM_CI_TIMEOUT + STARTUP_TIMEOUT + CLIENT_TIMEOUT + SHUTDOWN_TIMEOUT),
 ]
-
-
-class ServerProcess:
-    """``engine-server --port 0`` as a subprocess. A thread reads its stderr as it comes, which finds the port
-    it logs once it serves and keeps the pipe from filling up (a full pipe would block the server)."""
-
-    def __init__(self) -> None:
-        self.process = subprocess.Popen(
-            [str(SERVER), "--host", "127.0.0.1", "--port", "0", "--log-format", "json"],
-            stdin=subprocess.DEVNULL,
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.PIPE,
-            text=True,
-        )
-        self.lines: list[str] = []
-        self.address: str | None = None
-        self._ready = threading.Event()
-        self._reader = threading.Thread(target=self._read, name="engine-server stderr", daemon=True)
-        self._reader.start()
-
-    def _read(self) -> None:
-        assert self.process.stderr is not None
-        for line in self.process.stderr:
-            self.lines.append(line.rstrip("\n"))
-            match = LISTENING.search(line)
-            if self.address is None and match is not None:
-                self.address = match.group(1)
-                self._ready.set()
-        # End of the pipe: the server exited. Whoever waits for the address learns it at once, not at a timeout.
-        self._ready.set()
-
-    def wait_ready(self) -> str:
-        if not self._ready.wait(STARTUP_TIMEOUT):
-            raise AssertionError(f"engine-server did not report its address within {STARTUP_TIMEOUT}s:\n{self.log()}")
-        if self.address is None:
-            status = self.process.wait(SHUTDOWN_TIMEOUT)
-            raise AssertionError(f"engine-server exited with status {status} before it served:\n{self.log()}")
-        return self.address
-
-    def terminate(self) -> int:
-        """SIGTERM (a drain), and the exit status once the server is gone."""
-        self.process.send_signal(signal.SIGTERM)
-        try:
-            return self.process.wait(SHUTDOWN_TIMEOUT)
-        except subprocess.TimeoutExpired:
-            raise AssertionError(
-                f"engine-server was still running {SHUTDOWN_TIMEOUT}s after SIGTERM:\n{self.log()}"
-            ) from None
-
-    def close(self) -> None:
-        """Kill the server if it still runs, and release the pipe and the reader thread."""
-        if self.process.poll() is None:
-            self.process.kill()
-        self.process.wait(SHUTDOWN_TIMEOUT)
-        self._reader.join(SHUTDOWN_TIMEOUT)
-        assert self.process.stderr is not None
-        self.process.stderr.close()
-
-    def log(self) -> str:
-        return "\n".join(self.lines)
-
-    def records(self) -> list[dict[str, Any]]:
-        """The JSON log records (anything else on stderr, such as a crash before logging was set up, is skipped)."""
-        records = []
-        for line in self.lines:
-            try:
-                record = json.loads(line)
-            except json.JSONDecodeError:
-                continue
-            if isinstance(record, dict):
-                records.append(record)
-        return records
 
 
 @dataclass
@@ -168,7 +92,7 @@ def parse_events(client: subprocess.CompletedProcess[str], server: ServerProcess
             event = json.loads(line)
         except json.JSONDecodeError:
             raise AssertionError(
-                f"the client printed a line that is not JSON: {line!r}\n{client.stderr}\n{server.log()}"
+                f"the client printed a line that is not JSON: {line!r}\n{client.stderr}\n{server.output}"
             ) from None
         events.append(event)
     return events
@@ -178,9 +102,9 @@ def parse_events(client: subprocess.CompletedProcess[str], server: ServerProcess
 def run() -> Run:
     assert NODE is not None
     install_node_modules()
-    server = ServerProcess()
+    server = ServerProcess("--host", "127.0.0.1", "--port", "0", "--log-format", "json")
     try:
-        address = server.wait_ready()
+        address = server.wait_listening(STARTUP_TIMEOUT)
         try:
             client = subprocess.run(
                 [NODE, "client.js", "--target", address, "--text", TEXT, "--timeout", "20"],
@@ -193,14 +117,15 @@ def run() -> Run:
         except subprocess.TimeoutExpired as error:
             raise AssertionError(
                 f"node client.js ran for more than {CLIENT_TIMEOUT}s; it printed:\n{error.stdout!r}\n"
-                f"server stderr:\n{server.log()}"
+                f"server stderr:\n{server.output}"
             ) from None
         events = parse_events(client, server)
         # The server stops before the tests look: its request log is complete once it has exited.
-        server_exit = server.terminate()
+        server.signal(signal.SIGTERM)
+        server_exit = server.wait(SHUTDOWN_TIMEOUT)
     finally:
         server.close()
-    return Run(client, events, server_exit, server.log(), server.records())
+    return Run(client, events, server_exit, server.output, server.records())
 
 
 def test_client_exits_0_after_every_step(run: Run) -> None:

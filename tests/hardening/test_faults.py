@@ -60,9 +60,12 @@ async def test_a_stop_ignored_then_killed_leaves_the_table(
 ) -> None:
     call = stub.Generate(generate_request("stubborn", EchoRequest(), request_id="ignores-stop"))
     await call.read()
+    generation = server.inflight.get("ignores-stop")
+    assert generation is not None
     await stub.Stop(pb.StopRequest(request_id="ignores-stop"))
-    await asyncio.sleep(0.05)
-    assert server.inflight.get("ignores-stop") is not None  # still running: it ignores stop
+    await asyncio.wait_for(generation.context.stopped(), 10)
+    await call.read()  # it goes on producing after the stop
+    assert server.inflight.get("ignores-stop") is generation  # still running: it ignores stop
     await stub.Stop(pb.StopRequest(request_id="ignores-stop", kill=True))
     with pytest.raises(grpc.aio.AioRpcError) as info:
         while await call.read() is not grpc.aio.EOF:

@@ -21,7 +21,7 @@ from engine_runtime.generated.examples.v1.examples_pb2 import (
 )
 from tests.conftest import ServerFactory
 from tests.engines import PROBES
-from tests.helpers import collect, generate_request, rest
+from tests.helpers import collect, generate_request, rest, wait_not_serving
 
 pytestmark = pytest.mark.asyncio
 
@@ -176,7 +176,7 @@ async def test_draining_refuses_new_calls_with_unavailable(make_server: ServerFa
         running = stub.Generate(generate_request("probe", CountRequest(count=30, delay_s=0.02)))
         await running.read()
         drain = asyncio.ensure_future(server.drain())
-        await asyncio.sleep(0.05)
+        await wait_not_serving(channel)
         out = await collect(stub, "echo", EchoRequest(text="late"), EchoResponse)
         assert out.code is grpc.StatusCode.UNAVAILABLE
         reasons = [reply.finish_reason for reply in await rest(running)]
