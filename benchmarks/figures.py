@@ -1,7 +1,7 @@
 """The single-stream figures: throughput, time to first response, a paced engine, cancel-to-kill latency.
 
 Each runs the same client code against the bare server and the project's server, alternating between them
-where it repeats, and returns a :class:`~benchmarks.report.Figure` (SPEC section 7 gives the targets).
+where it repeats, and returns a :class:`~benchmarks.report.Figure` (docs/performance.md gives the targets).
 """
 
 from __future__ import annotations
@@ -20,7 +20,7 @@ from .report import Figure, Metric, Target, percentile
 
 __all__ = ["cancel", "first_response", "paced", "throughput"]
 
-PAYLOAD = 16  # bytes per item: SPEC's "16-byte items"
+PAYLOAD = 16  # bytes per item: the targets' "16-byte items"
 PACE = 0.010  # seconds per item of the paced engine
 PROBE_PACE = 0.005  # seconds per item of the cancel probe
 # Seconds of deadline on top of what a call should take: bounds every call should a server stall.

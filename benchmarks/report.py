@@ -1,7 +1,7 @@
 """What a run produces: figures with their metrics and targets, the machine they ran on, JSON and a chart.
 
 Every metric is a value for the project's server next to the same measurement on the baseline (the bare
-grpc.aio server, in the same run), and their ratio. A target (from SPEC section 7) applies either to the ratio
+grpc.aio server, in the same run), and their ratio. A target (see docs/performance.md) applies either to the ratio
 ("at least 20x the bare server") or to the value itself ("p99 under 5 ms").
 """
 

@@ -1,6 +1,6 @@
 """One behavioural suite, two backends: a local engine and the same engine behind a real server.
 
-A remote engine must behave exactly like a local one (SPEC section 5): same items, same finish reasons, same
+A remote engine must behave exactly like a local one (docs/client.md): same items, same finish reasons, same
 errors, same stop and kill semantics.
 """
 

@@ -1,4 +1,4 @@
-"""Every row of SPEC section 4's status table, over a real loopback channel; the server keeps serving."""
+"""Every row of the status table in docs/protocol.md, over a real loopback channel; the server keeps serving."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""SPEC section 3, one test per rule of the context on its own (the stream-facing rules are in test_stream)."""
+"""The context's rules (docs/concepts.md), one test each, on the context alone (stream-facing ones: test_stream)."""
 
 from __future__ import annotations
 

@@ -9,7 +9,7 @@ from engine_runtime import client, server
 
 
 def test_server_exports() -> None:
-    # SPEC section 5 names these; the rest are the error tree and the typed engine.
+    # The README and docs/concepts.md name these; the rest are the error tree and the typed engine.
     promised = {"Context", "EngineRegistry", "EngineError", "AnyEngine", "ResponseStream"}
     assert promised <= set(server.__all__)
     assert set(server.__all__) == {

@@ -1,4 +1,4 @@
-"""SPEC section 3 rules as an engine and a consumer see them, on local streams."""
+"""The context's rules (docs/concepts.md) as an engine and a consumer see them, on local streams."""
 
 from __future__ import annotations
 
