@@ -29,6 +29,7 @@ from .inflight import InFlight
 from .metrics import MetricsEndpoint, MetricsStartError, ServerMetrics
 from .outcome import Cause
 from .protocol import SERVICE_NAME
+from .pump import DEFAULT_KILL_TIMEOUT
 from .registry import EngineRegistry
 from .service import EngineService
 
@@ -54,6 +55,7 @@ class ServerConfig:
     max_engine_concurrency: int = 0
     drain_timeout: float = 30.0
     stop_timeout: float = 10.0
+    kill_timeout: float = DEFAULT_KILL_TIMEOUT
     keepalive_time: float = 30.0
     ping_timeout: float = 10.0
     tls_cert: str | None = None
@@ -75,7 +77,12 @@ class EngineServer:
         self.registry = registry
         self.config = config = config if config is not None else ServerConfig()
         self.inflight = InFlight(config.max_concurrency, config.max_engine_concurrency)
-        self.service = EngineService(registry, inflight=self.inflight, max_message_bytes=config.max_message_bytes)
+        self.service = EngineService(
+            registry,
+            inflight=self.inflight,
+            max_message_bytes=config.max_message_bytes,
+            kill_timeout=config.kill_timeout,
+        )
         self.health = health.aio.HealthServicer()
         self.metrics = ServerMetrics() if config.metrics_port is not None else None
         if self.metrics is not None:
@@ -224,7 +231,7 @@ class EngineServer:
         await self.health.enter_graceful_shutdown()
         # Stops the listeners at once (new calls: UNAVAILABLE); calls still open at the grace are cancelled.
         stopping = asyncio.ensure_future(server.stop(c.drain_timeout + c.stop_timeout + 5))
-        await self.inflight.drain(c.drain_timeout, c.stop_timeout)
+        await self.inflight.drain(c.drain_timeout, c.stop_timeout, c.kill_timeout)
         # What remains are long-lived non-generation calls (health Watch): nothing to wait for.
         await server.stop(0)
         await stopping

@@ -25,7 +25,7 @@ from google.protobuf.message import Message
 from .context import Context
 from .errors import EngineFailed
 from .protocol import check_request_type
-from .pump import DEFAULT_MAX_BATCH_BYTES, DEFAULT_MAX_BATCH_ITEMS, LocalStream
+from .pump import DEFAULT_KILL_TIMEOUT, DEFAULT_MAX_BATCH_BYTES, DEFAULT_MAX_BATCH_ITEMS, LocalStream
 from .stream import ResponseStream
 
 __all__ = ["AnyEngine", "Engine", "LocalEngine"]
@@ -156,13 +156,15 @@ class LocalEngine(AnyEngine):
         encode: Callable[[Any], bytes] | None = None,
         max_items: int = DEFAULT_MAX_BATCH_ITEMS,
         max_bytes: int = DEFAULT_MAX_BATCH_BYTES,
+        kill_timeout: float = DEFAULT_KILL_TIMEOUT,
     ) -> LocalStream[Any]:
         """Start the engine in a task of its own and return its stream.
 
         The keyword arguments are the servicer's: ``encode`` turns each item into bytes inside the engine's task
         (and must check the item's type, as ``wire.item_encoder(engine.response_class, engine.check_response)``
         does), and the batch budget then counts those bytes; ``max_items``/``max_bytes`` bound what may wait in
-        the buffer for the consumer.
+        the buffer for the consumer; ``kill_timeout`` is how long a killed engine has to end before its stream
+        gives up on it (the task is then a zombie, see :mod:`.zombies`).
         """
         check_request_type(self.name, self.request_type, request.DESCRIPTOR.full_name)
         context = context if context is not None else Context()
@@ -174,6 +176,7 @@ class LocalEngine(AnyEngine):
             encode=encode,
             max_items=max_items,
             max_bytes=max_bytes,
+            kill_timeout=kill_timeout,
         )
 
 

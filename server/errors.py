@@ -31,6 +31,7 @@ __all__ = [
     "Code",
     "DataLoss",
     "EngineError",
+    "EngineEscaped",
     "EngineFailed",
     "EngineNotFound",
     "InvalidRequest",
@@ -166,3 +167,11 @@ class DataLoss(_Coded):
     """A stream ended without a finish reason, or sent a response that does not parse."""
 
     default_code = Code.DATA_LOSS
+
+
+class EngineEscaped(Exception):
+    """An engine raised a ``BaseException`` that is no ``CancelledError`` (``SystemExit``, ``KeyboardInterrupt``, ...).
+
+    Carried as an ordinary exception so that it ends that generation INTERNAL and never reaches the event loop,
+    which would stop the whole server for one engine's sake.
+    """

@@ -136,12 +136,13 @@ class InFlight:
             return False
         return True
 
-    async def drain(self, drain_timeout: float, stop_timeout: float) -> None:
+    async def drain(self, drain_timeout: float, stop_timeout: float, kill_timeout: float) -> None:
         """Let the generations in flight finish, then stop them, then kill what is left.
 
         They get ``drain_timeout`` seconds to finish on their own, then a graceful stop (``stop_generating``:
         they end with FINISH_REASON_STOPPED), then ``stop_timeout`` seconds more before the rest are killed (their
-        clients see UNAVAILABLE). Refusing new generations meanwhile is the caller's part.
+        clients see UNAVAILABLE); ``kill_timeout`` later even an engine that ignores its kill has let its call end.
+        Refusing new generations meanwhile is the caller's part.
         """
         if await self.wait_empty(drain_timeout):
             return
@@ -153,4 +154,4 @@ class InFlight:
         log.warning("drain: killing %d generations that ignored the stop for %.1fs", len(self), stop_timeout)
         for generation in self:
             generation.kill(Cause.DRAIN)
-        await self.wait_empty(5.0)
+        await self.wait_empty(kill_timeout + 1.0)

@@ -16,6 +16,7 @@ metric                                         type       extra labels   what
 ``engine_stops_total``                         counter    ``cause``      generations asked to stop (and not killed)
 ``engine_kills_total``                         counter    ``cause``      generations killed
 ``engine_requests_refused_total``              counter    ``code``       calls refused before a generation started
+``engine_zombie_tasks``                        gauge                     engine tasks that ignored a kill, still running
 =============================================  =========  =============  ===========================================
 
 A server owns its own :class:`~prometheus_client.CollectorRegistry` (with the process, platform and GC
@@ -43,6 +44,7 @@ from prometheus_client.process_collector import ProcessCollector
 from .errors import Code
 from .inflight import Generation
 from .outcome import How
+from .zombies import ZOMBIES
 
 if TYPE_CHECKING:
     from wsgiref.simple_server import WSGIServer
@@ -88,6 +90,25 @@ class ServerMetrics:
             PlatformCollector(registry=registry)
             GCCollector(registry=registry)
         self.registry = registry
+        self._define_generation_metrics(registry)
+        self.kills = Counter("engine_kills", "Generations killed, by cause.", ["engine", "cause"], registry=registry)
+        self.refused = Counter(
+            "engine_requests_refused",
+            "Calls refused before a generation started (bad request, unknown engine, limits, draining), by status; "
+            'engine="" when the call named no served engine.',
+            ["engine", "code"],
+            registry=registry,
+        )
+        self.zombies = Gauge(
+            "engine_zombie_tasks",
+            "Engine tasks that ignored a kill for --kill-timeout and still run (cancelled again now and then).",
+            ["engine"],
+            registry=registry,
+            multiprocess_mode="livesum",
+        )
+        self._series: dict[str, _Series] = {}
+
+    def _define_generation_metrics(self, registry: CollectorRegistry | None) -> None:
         labels = ["engine"]
         self.requests = Counter(
             "engine_requests", "Generations ended, by final gRPC status.", [*labels, "code"], registry=registry
@@ -127,15 +148,6 @@ class ServerMetrics:
             [*labels, "cause"],
             registry=registry,
         )
-        self.kills = Counter("engine_kills", "Generations killed, by cause.", [*labels, "cause"], registry=registry)
-        self.refused = Counter(
-            "engine_requests_refused",
-            "Calls refused before a generation started (bad request, unknown engine, limits, draining), by status; "
-            'engine="" when the call named no served engine.',
-            [*labels, "code"],
-            registry=registry,
-        )
-        self._series: dict[str, _Series] = {}
 
     def attach(self, service: EngineService) -> None:
         """Count every generation ``service`` runs, and show each of its engines at zero before any traffic."""
@@ -144,6 +156,7 @@ class ServerMetrics:
         service.on_started(self.started)
         service.on_finished(self.finished)
         service.on_refused(self.refused_call)
+        ZOMBIES.on_change(lambda engine, delta: self.zombies.labels(engine).inc(delta))
 
     def _engine(self, name: str) -> _Series:
         series = self._series.get(name)

@@ -16,10 +16,11 @@ from collections.abc import AsyncIterator, Callable
 from typing import Any, TypeVar
 
 from .context import Context
-from .errors import Aborted, EngineError, EngineFailed
+from .errors import Aborted, EngineError, EngineEscaped, EngineFailed
 from .stream import FinishReason, ResponseStream
+from .zombies import ZOMBIES
 
-__all__ = ["DEFAULT_MAX_BATCH_BYTES", "DEFAULT_MAX_BATCH_ITEMS", "LocalStream"]
+__all__ = ["DEFAULT_KILL_TIMEOUT", "DEFAULT_MAX_BATCH_BYTES", "DEFAULT_MAX_BATCH_ITEMS", "LocalStream"]
 
 log = logging.getLogger("engine_runtime")
 
@@ -27,6 +28,8 @@ Resp = TypeVar("Resp")
 
 DEFAULT_MAX_BATCH_ITEMS = 1024
 DEFAULT_MAX_BATCH_BYTES = 256 * 1024
+DEFAULT_KILL_TIMEOUT = 2.0
+"""Seconds a killed engine has to end before its stream gives up on it (``--kill-timeout``)."""
 
 # The event loop keeps only weak references to tasks: a pump whose stream was dropped must not vanish mid-way.
 _RUNNING: set[asyncio.Task[None]] = set()
@@ -37,9 +40,12 @@ class _Buffer:
 
     __slots__ = (
         "ctx",
+        "engine",
         "error",
         "finished",
+        "given_up",
         "items",
+        "kill_timeout",
         "killed_by_engine",
         "max_bytes",
         "max_items",
@@ -50,8 +56,11 @@ class _Buffer:
         "waiter",
     )
 
-    def __init__(self, ctx: Context, max_items: int, max_bytes: int) -> None:
+    def __init__(self, ctx: Context, engine: str, max_items: int, max_bytes: int, kill_timeout: float) -> None:
         self.ctx = ctx
+        self.engine = engine
+        self.kill_timeout = kill_timeout
+        self.given_up = False
         self.items: list[Any] = []
         self.nbytes = 0
         self.max_items = max_items
@@ -93,6 +102,9 @@ class _PumpControl:
         # The engine killing its own context (from inside its task) is a kill "from the far side" for the
         # consumer: it gets Aborted rather than a quiet end.
         buf.killed_by_engine = buf.killed_by_engine or asyncio.current_task() is task
+        if not task.cancelling():
+            # The first kill starts the kill timeout: an engine still running then is given up on.
+            task.get_loop().call_later(buf.kill_timeout, _overdue, buf)
         task.cancel()
 
     def is_stopped(self) -> bool:
@@ -103,6 +115,23 @@ class _PumpControl:
 
 
 async def _pump(
+    source: AsyncIterator[Any],
+    buf: _Buffer,
+    check: Callable[[Any], None] | None,
+    encode: Callable[[Any], bytes] | None,
+) -> None:
+    try:
+        await _feed(source, buf, check, encode)
+    except BaseException as escaped:
+        if isinstance(escaped, Exception | asyncio.CancelledError):
+            raise
+        raise EngineEscaped(f"{type(escaped).__name__}: {escaped}") from escaped
+    # Completed: say so before the consumer (woken for the last items) runs, so that the last items and the
+    # finish reason leave in one message.
+    _complete(buf)
+
+
+async def _feed(
     source: AsyncIterator[Any],
     buf: _Buffer,
     check: Callable[[Any], None] | None,
@@ -140,9 +169,16 @@ async def _pump(
         if aclose is not None:
             # Runs the engine's `finally` at its `yield` (GeneratorExit) if it is suspended there.
             await aclose()
-    # Completed: say so before the consumer (woken for the last items) runs, so that the last items and the
-    # finish reason leave in one message.
-    _complete(buf)
+
+
+def _overdue(buf: _Buffer) -> None:
+    """The kill timeout has passed: an engine still running ignored its kill; its stream gives up on it."""
+    task = buf.task
+    if buf.finished or task is None or task.done():
+        return
+    buf.given_up = True
+    ZOMBIES.add(task, buf.engine, buf.ctx.id, buf.kill_timeout)
+    buf.wake()
 
 
 def _complete(buf: _Buffer) -> None:
@@ -168,10 +204,11 @@ class LocalStream(ResponseStream[Resp]):
         encode: Callable[[Any], bytes] | None = None,
         max_items: int = DEFAULT_MAX_BATCH_ITEMS,
         max_bytes: int = DEFAULT_MAX_BATCH_BYTES,
+        kill_timeout: float = DEFAULT_KILL_TIMEOUT,
     ) -> None:
         super().__init__(context)
         self._engine = engine
-        self._buf = buf = _Buffer(context, max_items, max_bytes)
+        self._buf = buf = _Buffer(context, engine, max_items, max_bytes, kill_timeout)
         self._finish: FinishReason | None = None
         context.link_child(_PumpControl(buf))
         task = asyncio.get_running_loop().create_task(
@@ -190,7 +227,7 @@ class LocalStream(ResponseStream[Resp]):
             if buf.ctx.is_killed():
                 # Nothing more is delivered after a kill; wait until the engine's `finally` blocks have run.
                 buf.items = []
-                if not buf.finished:
+                if not buf.finished and not buf.given_up:
                     await self._wait()
                     continue
                 if buf.killed_by_engine:
@@ -228,7 +265,7 @@ class LocalStream(ResponseStream[Resp]):
         buf = self._buf
         if not buf.finished:
             buf.ctx.kill()
-        while not buf.finished:
+        while not buf.finished and not buf.given_up:
             await self._wait()
 
     def __del__(self) -> None:
@@ -244,29 +281,16 @@ def _finish(buf: _Buffer, task: asyncio.Task[None], engine: str) -> None:
     if buf.finished:
         return
     ctx = buf.ctx
-    if task.cancelled():
-        if not ctx.is_killed():
-            # Only a kill cancels the pump; anything else is a CancelledError that leaked out of the engine.
-            log.error(
-                "engine %r raised CancelledError without a kill (request %s)",
-                engine,
-                ctx.id,
-                extra={"engine": engine, "request_id": ctx.id},
-            )
-            buf.error = EngineFailed(f"engine {engine!r} was cancelled without a kill")
-    else:
-        error = task.exception()
-        if isinstance(error, EngineError):
-            buf.error = error
-        elif error is not None:
-            log.error(
-                "engine %r failed (request %s)",
-                engine,
-                ctx.id,
-                exc_info=error,
-                extra={"engine": engine, "request_id": ctx.id},
-            )
-            failed = EngineFailed(f"engine {engine!r} failed")
-            failed.__cause__ = error
-            buf.error = failed
+    error = None if task.cancelled() else task.exception()
+    if isinstance(error, EngineError):
+        buf.error = error
+    elif error is not None or not ctx.is_killed():
+        # Only a kill cancels the pump: a CancelledError without one leaked out of the engine.
+        what = "failed" if error is not None else "raised CancelledError without a kill"
+        extra = {"engine": engine, "request_id": ctx.id}
+        log.error("engine %r %s (request %s)", engine, what, ctx.id, exc_info=error, extra=extra)
+        buf.error = EngineFailed(
+            f"engine {engine!r} failed" if error else f"engine {engine!r} was cancelled without a kill"
+        )
+        buf.error.__cause__ = error
     _complete(buf)

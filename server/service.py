@@ -33,7 +33,7 @@ from .errors import Code, EngineError, EngineFailed, EngineNotFound, InvalidRequ
 from .inflight import Generation, InFlight
 from .outcome import Cause, Ending, How, status_of
 from .protocol import REQUEST_ID_KEY, SERVICE_NAME, STATUS_DETAILS_KEY, check_request_type, status_trailer, type_name
-from .pump import DEFAULT_MAX_BATCH_BYTES, DEFAULT_MAX_BATCH_ITEMS, LocalStream
+from .pump import DEFAULT_KILL_TIMEOUT, DEFAULT_MAX_BATCH_BYTES, DEFAULT_MAX_BATCH_ITEMS, LocalStream
 from .registry import EngineRegistry
 from .stream import FinishReason
 from .wire import encode_response, item_encoder, parse
@@ -63,8 +63,10 @@ class EngineService:
         inflight: InFlight | None = None,
         max_message_bytes: int = 4 * 1024 * 1024,
         max_batch_items: int = DEFAULT_MAX_BATCH_ITEMS,
+        kill_timeout: float = DEFAULT_KILL_TIMEOUT,
     ) -> None:
         self.registry = registry
+        self.kill_timeout = kill_timeout
         self.inflight = inflight if inflight is not None else InFlight()
         self.draining = False
         # Leave room for the message's own framing under grpc's size limit.
@@ -185,6 +187,7 @@ class EngineService:
                 encode=self._encoders[engine.name],
                 max_items=self._max_batch_items,
                 max_bytes=self._max_batch_bytes,
+                kill_timeout=self.kill_timeout,
             )
         except BaseException:
             self.inflight.remove(generation)

@@ -144,3 +144,32 @@ async def pid(request: EchoRequest, ctx: Context) -> AsyncIterator[EchoResponse]
         if ctx.is_stopped():
             return
         yield EchoResponse(text=word)
+
+
+@registry.engine("exits", request=EchoRequest, response=EchoResponse)
+async def exits(request: EchoRequest, ctx: Context) -> AsyncIterator[EchoResponse]:
+    """Yields one item, then raises SystemExit (`text` == "interrupt": KeyboardInterrupt)."""
+    yield EchoResponse(text="before")
+    if request.text == "interrupt":
+        raise KeyboardInterrupt
+    raise SystemExit(3)
+
+
+@registry.engine("swallows_kill", request=CountRequest, response=CountResponse)
+async def swallows_kill(request: CountRequest, ctx: Context) -> AsyncIterator[CountResponse]:
+    """Yields one item, then swallows the first `count` cancellations (0: every one) and ends at the next."""
+    record = PROBES[ctx.id] = Probe()
+    yield CountResponse(index=0)
+    ignored = 0
+    try:
+        while True:
+            try:
+                await asyncio.sleep(3600)
+            except asyncio.CancelledError:
+                ignored += 1
+                if request.count and ignored > request.count:
+                    record.exit = f"cancelled after ignoring {ignored - 1}"
+                    raise
+    finally:
+        record.killed_in_finally = ctx.is_killed()
+        record.ended.set()
