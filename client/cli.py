@@ -1,7 +1,8 @@
 """``engine-client``: list, describe and call the engines of a server, with no local stubs.
 
 Requests are JSON, encoded with the descriptors the server reports; responses print as JSON lines as they
-arrive. Ctrl-C kills the generation (exit 130); ``--stop-after N`` asks for a graceful stop after N items.
+arrive. Ctrl-C kills the generation (exit 130); ``--stop-after N`` asks for a graceful stop after N items;
+``stop ID --key KEY`` stops a generation from another shell (``generate`` prints its id and key as it starts).
 """
 
 from __future__ import annotations
@@ -19,7 +20,7 @@ from engine_runtime.server.context import Context
 from engine_runtime.server.errors import EngineError
 
 from .client import EngineClient
-from .remote import RemoteEngine
+from .remote import RemoteEngine, RemoteStream
 
 __all__ = ["main"]
 
@@ -143,6 +144,9 @@ def generate(ctx: click.Context, name: str, request_json: str, stop_after: int |
             loop = asyncio.get_running_loop()
             loop.add_signal_handler(signal.SIGINT, on_interrupt)
             stream = await engine.generate(request, context)
+            if isinstance(stream, RemoteStream):
+                # What another shell needs to stop this generation: engine-client stop ID --key KEY
+                click.echo(f"started: request id {context.id}, stop key {await stream.stop_key()}", err=True)
             count = 0
             async for item in stream:
                 click.echo(
@@ -163,6 +167,22 @@ def generate(ctx: click.Context, name: str, request_json: str, stop_after: int |
             return 0
 
     sys.exit(_run(run()))
+
+
+@command.command()
+@click.argument("request_id")
+@click.option("--key", required=True, help="The generation's stop key (x-stop-key; `generate` prints it).")
+@click.option("--kill", is_flag=True, help="Kill it instead of asking for a graceful stop.")
+@click.pass_context
+def stop(ctx: click.Context, request_id: str, key: str, kill: bool) -> None:
+    """Stop (or kill) the generation REQUEST_ID on whichever target runs it."""
+
+    async def run() -> None:
+        async with _client(ctx) as client:
+            await client.stop(request_id, key=key, kill=kill)
+        click.echo(f"{'killed' if kill else 'stop asked'}: generation {request_id}", err=True)
+
+    _run(run())
 
 
 def _parse_request(engine: RemoteEngine, text: str) -> Any:

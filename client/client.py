@@ -92,12 +92,14 @@ class EngineClient:
         (info,) = await self.describe(name)
         return RemoteEngine(info, self.transport, self.timeout)
 
-    async def stop(self, request_id: str, *, kill: bool = False) -> None:
+    async def stop(self, request_id: str, *, key: str, kill: bool = False) -> None:
         """Stop (or kill) a generation by request id on whichever target runs it; NOT_FOUND if none does.
 
-        A stream's own ``context.stop_generating()`` is better: it travels on the generation's call.
+        ``key`` is the generation's ``x-stop-key`` (``await stream.stop_key()``): a wrong or missing key is
+        answered NOT_FOUND, like an id that is not in flight. A stream's own ``context.stop_generating()`` is
+        better where it is at hand: it travels on the generation's call and needs no key.
         """
-        request = pb.StopRequest(request_id=request_id, kill=kill)
+        request = pb.StopRequest(request_id=request_id, kill=kill, stop_key=key)
         missing: EngineNotFound | None = None
         for target in range(len(self.transport.channels)):
             try:

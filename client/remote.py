@@ -19,7 +19,7 @@ from engine_runtime.generated.engine.v1 import engine_pb2 as pb
 from engine_runtime.server.context import Context
 from engine_runtime.server.engine import AnyEngine, Engine, Req, Resp
 from engine_runtime.server.errors import DataLoss, EngineError, EngineFailed
-from engine_runtime.server.protocol import TYPE_URL_PREFIX, check_request_type
+from engine_runtime.server.protocol import STOP_KEY_KEY, TYPE_URL_PREFIX, check_request_type
 from engine_runtime.server.stream import FinishReason, ResponseStream
 
 from .types import TypeCatalog, descriptor_differs
@@ -128,6 +128,18 @@ class RemoteStream(ResponseStream[Any]):
     @property
     def finish_reason(self) -> FinishReason | None:
         return self._finish if self._ended else None
+
+    async def stop_key(self) -> str:
+        """The generation's ``x-stop-key``: what :meth:`EngineClient.stop` needs to stop it from elsewhere.
+
+        ``""`` when the call ended before the server sent it (it was refused).
+
+        Example::
+
+            stream = await engine.generate(request)
+            key = await stream.stop_key()      # hand it, with stream.context.id, to whoever may stop it
+        """
+        return (await self._call.initial_metadata()).get(STOP_KEY_KEY, "")
 
     async def next_batch(self) -> list[Any]:
         while True:

@@ -136,6 +136,11 @@ class SessionCall:
             raise self._error(error.code(), error.details(), error.trailing_metadata()) from None
         return None if reply is grpc.aio.EOF else reply
 
+    async def initial_metadata(self) -> dict[str, str]:
+        """The initial metadata the server sent (empty if the call ended without any)."""
+        metadata = await self._call.initial_metadata()
+        return {key: value for key, value in metadata or () if isinstance(value, str)}
+
     async def status(self) -> EngineError | None:
         """After the stream closed: None for OK, else the error its status stands for."""
         code = await self._call.code()

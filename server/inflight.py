@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import secrets
 import time
 from collections import Counter
 from collections.abc import Iterator
@@ -39,11 +40,14 @@ class Generation:
         "messages",
         "started",
         "stop_cause",
+        "stop_key",
     )
 
     def __init__(self, context: Context, engine: str) -> None:
         self.context = context
         self.engine = engine
+        # What a `Stop` for this generation must carry, so that no client can stop another's (x-stop-key).
+        self.stop_key = secrets.token_urlsafe(16)
         self.stop_cause: Cause | None = None
         self.kill_cause: Cause | None = None
         self.started = time.monotonic()

@@ -4,7 +4,7 @@ Everything the two sides must agree on and that the generated code does not alre
 
 - the service's name and method paths;
 - the type-URL prefix of every ``google.protobuf.Any`` and the request-type check;
-- the metadata keys (``x-request-id``, the rich-status trailer);
+- the metadata keys (``x-request-id``, ``x-stop-key``, the rich-status trailer);
 - status codes and :class:`~.errors.EngineError` subclasses, in both directions (:func:`error_for` and each
   subclass's ``default_code``), and the rich status (``google.rpc.Status``) that carries an error's ``detail``.
 
@@ -36,6 +36,7 @@ __all__ = [
     "SESSION",
     "STATUS_DETAILS_KEY",
     "STOP",
+    "STOP_KEY_KEY",
     "TYPE_URL_PREFIX",
     "check_request_type",
     "error_for",
@@ -54,6 +55,8 @@ TYPE_URL_PREFIX = "type.googleapis.com/"
 
 REQUEST_ID_KEY = "x-request-id"
 """Initial metadata of every generation: its request id (the client's, or one the server made)."""
+STOP_KEY_KEY = "x-stop-key"
+"""Initial metadata of every generation: the unguessable key a `Stop` for it must carry."""
 STATUS_DETAILS_KEY = "grpc-status-details-bin"
 """Trailing metadata: a serialized ``google.rpc.Status`` whose details hold the engine's typed error."""
 

@@ -18,6 +18,7 @@ return, never ``abort``: an abort is an exception that a broad handler could swa
 from __future__ import annotations
 
 import asyncio
+import hmac
 import logging
 import time
 from collections.abc import AsyncIterator, Callable
@@ -32,7 +33,15 @@ from .descriptors import engine_info
 from .errors import Code, EngineError, EngineFailed, EngineNotFound, InvalidRequest, Unavailable
 from .inflight import Generation, InFlight
 from .outcome import Cause, Ending, How, status_of
-from .protocol import REQUEST_ID_KEY, SERVICE_NAME, STATUS_DETAILS_KEY, check_request_type, status_trailer, type_name
+from .protocol import (
+    REQUEST_ID_KEY,
+    SERVICE_NAME,
+    STATUS_DETAILS_KEY,
+    STOP_KEY_KEY,
+    check_request_type,
+    status_trailer,
+    type_name,
+)
 from .pump import DEFAULT_KILL_TIMEOUT, DEFAULT_MAX_BATCH_BYTES, DEFAULT_MAX_BATCH_ITEMS, LocalStream
 from .registry import EngineRegistry
 from .stream import FinishReason
@@ -233,7 +242,7 @@ class EngineService:
     async def _write(self, generation: Generation, stream: LocalStream[bytes], context: ServicerContext) -> Ending:
         """Write the stream's batches as they come; return how the generation ended."""
         try:
-            await context.send_initial_metadata(((REQUEST_ID_KEY, generation.id),))
+            await context.send_initial_metadata(((REQUEST_ID_KEY, generation.id), (STOP_KEY_KEY, generation.stop_key)))
             while True:
                 batch = await stream.next_batch()
                 reason = stream.finish_reason
@@ -270,7 +279,8 @@ class EngineService:
             if problem is not None:
                 raise InvalidRequest(problem)
             generation = self.inflight.get(request.request_id)
-            if generation is None:
+            # A wrong key is answered exactly like an id not in flight: nobody learns which ids are running.
+            if generation is None or not hmac.compare_digest(generation.stop_key, request.stop_key):
                 raise EngineNotFound(f"no generation with request id {request.request_id!r} is in flight")
         except EngineError as error:
             _set_status(context, error)

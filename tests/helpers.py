@@ -84,6 +84,12 @@ def value(samples: Samples, name: str, **labels: str) -> float:
     return samples.get((name, frozenset(labels.items())), 0.0)
 
 
+async def stop_request(call: Any, *, kill: bool = False) -> pb.StopRequest:
+    """A `Stop` for the generation of ``call``, with the id and the `x-stop-key` of its initial metadata."""
+    metadata = dict(await call.initial_metadata() or ())
+    return pb.StopRequest(request_id=metadata["x-request-id"], stop_key=metadata["x-stop-key"], kill=kill)
+
+
 async def first_reply(call: Any) -> pb.GenerateResponse:
     """The next message of a call read with read(); it must not be the end."""
     reply = await call.read()

@@ -10,9 +10,9 @@ from collections.abc import AsyncIterator
 import pytest
 import pytest_asyncio
 
-from engine_runtime.client import EngineClient
+from engine_runtime.client import EngineClient, RemoteStream
 from engine_runtime.generated.examples.v1.examples_pb2 import CountRequest, CountResponse
-from engine_runtime.server import Context, EngineRegistry, FinishReason, Unavailable
+from engine_runtime.server import Context, EngineNotFound, EngineRegistry, FinishReason, Unavailable
 from engine_runtime.server.app import EngineServer, ServerConfig
 from tests.engines import PROBES, registry
 
@@ -114,7 +114,10 @@ async def test_client_stop_by_id_finds_the_replica(replicas: tuple[EngineServer,
     streams = [await probe.generate(CountRequest(delay_s=0.01)) for _ in range(2)]
     for stream in streams:
         await stream.next_batch()
-        await client.stop(stream.context.id)
+        assert isinstance(stream, RemoteStream)
+        with pytest.raises(EngineNotFound):
+            await client.stop(stream.context.id, key="not-its-key")
+        await client.stop(stream.context.id, key=await stream.stop_key())
     for stream in streams:
         while await stream.next_batch():
             pass

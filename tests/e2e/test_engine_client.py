@@ -92,6 +92,34 @@ def test_sigint_mid_stream_kills_the_generation_and_exits_130(address: str) -> N
     assert json.loads(report.stdout.splitlines()[0])["text"] in ("cancelled killed=True", "generator-exit killed=True")
 
 
+@pytest.mark.parametrize("kill", [False, True])
+def test_stop_from_another_shell_needs_the_printed_key(address: str, kill: bool) -> None:
+    proc = subprocess.Popen(
+        [str(BIN / "engine-client"), "--target", address, "generate", "probe", '{"delay_s": 0.01}'],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert proc.stderr is not None
+        started = proc.stderr.readline()
+        assert started.startswith("started: request id "), started
+        request_id, key = started.split("request id ")[1].split(", stop key ")
+        wrong = client(address, "stop", request_id, "--key", "guessed")
+        assert wrong.returncode == 1 and "NOT_FOUND" in wrong.stderr
+        right = client(address, "stop", request_id, "--key", key.strip(), *(["--kill"] if kill else []))
+        assert right.returncode == 0, right.stderr
+        _, err = proc.communicate(timeout=30)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.communicate()
+    if kill:
+        assert proc.returncode == 1 and "ABORTED" in err
+    else:
+        assert proc.returncode == 0 and "stopped:" in err
+
+
 def test_bad_json_names_the_field_and_the_type(address: str) -> None:
     result = client(address, "generate", "count", '{"cont": 1}')
     assert result.returncode != 0

@@ -27,7 +27,7 @@ from engine_runtime.server import Context
 from engine_runtime.server.app import EngineServer, ServerConfig
 from tests.conftest import ServerFactory
 from tests.engines import PROBES, registry
-from tests.helpers import collect, generate_request
+from tests.helpers import collect, generate_request, stop_request
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -62,11 +62,11 @@ async def test_a_stop_ignored_then_killed_leaves_the_table(
     await call.read()
     generation = server.inflight.get("ignores-stop")
     assert generation is not None
-    await stub.Stop(pb.StopRequest(request_id="ignores-stop"))
+    await stub.Stop(await stop_request(call))
     await asyncio.wait_for(generation.context.stopped(), 10)
     await call.read()  # it goes on producing after the stop
     assert server.inflight.get("ignores-stop") is generation  # still running: it ignores stop
-    await stub.Stop(pb.StopRequest(request_id="ignores-stop", kill=True))
+    await stub.Stop(await stop_request(call, kill=True))
     with pytest.raises(grpc.aio.AioRpcError) as info:
         while await call.read() is not grpc.aio.EOF:
             pass

@@ -7,13 +7,12 @@ import asyncio
 import grpc
 import pytest
 
-from engine_runtime.generated.engine.v1 import engine_pb2 as pb
 from engine_runtime.generated.engine.v1 import engine_pb2_grpc as pbg
 from engine_runtime.generated.examples.v1.examples_pb2 import CountRequest, CountResponse, EchoRequest, EchoResponse
 from engine_runtime.server.zombies import ZOMBIES
 from tests.conftest import ServerFactory
 from tests.engines import PROBES
-from tests.helpers import collect, fetch_metrics, generate_request, value
+from tests.helpers import collect, fetch_metrics, generate_request, stop_request, value
 
 pytestmark = pytest.mark.asyncio
 
@@ -53,8 +52,8 @@ async def test_engines_that_ignore_their_kill_still_end_their_calls_and_free_the
             calls.append(call)
         full = await collect(stub, "echo", EchoRequest(text="refused"), EchoResponse)
         assert full.code is grpc.StatusCode.RESOURCE_EXHAUSTED
-        for n, call in enumerate(calls):
-            await stub.Stop(pb.StopRequest(request_id=f"zombie-{n}", kill=True))
+        for call in calls:
+            await stub.Stop(await stop_request(call, kill=True))
             with pytest.raises(grpc.aio.AioRpcError) as info:
                 await asyncio.wait_for(call.read(), 10)
             assert info.value.code() is grpc.StatusCode.ABORTED

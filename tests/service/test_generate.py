@@ -17,7 +17,7 @@ from engine_runtime.generated.engine.v1 import engine_pb2_grpc as pbg
 from engine_runtime.generated.examples.v1.examples_pb2 import CountRequest, CountResponse, EchoRequest, EchoResponse
 from engine_runtime.server.app import EngineServer
 from tests.engines import PROBES
-from tests.helpers import collect, first_reply, generate_request, rest, start_session
+from tests.helpers import collect, first_reply, generate_request, rest, start_session, stop_request
 
 pytestmark = pytest.mark.asyncio
 
@@ -57,7 +57,7 @@ async def test_a_paced_engines_items_are_not_held_back(stub: pbg.EngineServiceAs
 async def test_stop_ends_the_stream_with_stopped(stub: pbg.EngineServiceAsyncStub) -> None:
     call = stub.Generate(generate_request("probe", CountRequest(delay_s=0.01), request_id="to-stop"))
     await first_reply(call)
-    await stub.Stop(pb.StopRequest(request_id="to-stop"))
+    await stub.Stop(await stop_request(call))
     replies = await rest(call)
     assert replies[-1].finish_reason == pb.FINISH_REASON_STOPPED
     assert (await call.code()) is grpc.StatusCode.OK
@@ -76,11 +76,12 @@ async def test_a_killed_generation_leaves_the_in_flight_table(
 ) -> None:
     call = stub.Generate(generate_request("probe", CountRequest(delay_s=0.01), request_id="gone-1"))
     await first_reply(call)
+    stop = await stop_request(call)
     call.cancel()
     await asyncio.wait_for(PROBES["gone-1"].ended.wait(), 10)
     await asyncio.wait_for(server.inflight.wait_empty(10), 3)
     with pytest.raises(grpc.aio.AioRpcError) as info:
-        await stub.Stop(pb.StopRequest(request_id="gone-1"))
+        await stub.Stop(stop)
     assert info.value.code() is grpc.StatusCode.NOT_FOUND
 
 

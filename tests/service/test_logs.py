@@ -8,12 +8,11 @@ import logging
 import grpc
 import pytest
 
-from engine_runtime.generated.engine.v1 import engine_pb2 as pb
 from engine_runtime.generated.engine.v1 import engine_pb2_grpc as pbg
 from engine_runtime.generated.examples.v1.examples_pb2 import CountRequest, EchoRequest, EchoResponse
 from engine_runtime.server.logs import JsonFormatter, TextFormatter, log_request
 from tests.conftest import ServerFactory
-from tests.helpers import collect, generate_request
+from tests.helpers import collect, generate_request, stop_request
 
 pytestmark = pytest.mark.asyncio
 
@@ -39,7 +38,7 @@ async def test_one_line_per_finished_stopped_and_killed_request(
 
         stopped = stub.Generate(generate_request("probe", endless, "stop-1"), metadata=AUTH)
         await stopped.read()
-        await stub.Stop(pb.StopRequest(request_id="stop-1"), metadata=AUTH)
+        await stub.Stop(await stop_request(stopped), metadata=AUTH)
         while await stopped.read() is not grpc.aio.EOF:
             pass
 

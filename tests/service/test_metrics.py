@@ -13,7 +13,7 @@ from engine_runtime.generated.engine.v1 import engine_pb2_grpc as pbg
 from engine_runtime.generated.examples.v1.examples_pb2 import CountRequest, CountResponse, EchoRequest, EchoResponse
 from engine_runtime.server.app import EngineServer, StartupError
 from tests.conftest import ServerFactory
-from tests.helpers import Samples, collect, fetch_metrics, generate_request, value
+from tests.helpers import Samples, collect, fetch_metrics, generate_request, stop_request, value
 
 pytestmark = pytest.mark.asyncio
 
@@ -59,11 +59,13 @@ async def test_every_end_is_counted_by_status_and_cause(make_server: ServerFacto
         assert late.code is grpc.StatusCode.DEADLINE_EXCEEDED
 
         stopped = stub.Generate(generate_request("probe", endless))
-        await stub.Stop(pb.StopRequest(request_id=await first_item_then(stopped)))
+        await first_item_then(stopped)
+        await stub.Stop(await stop_request(stopped))
         assert await final_code(stopped) is grpc.StatusCode.OK
 
         killed = stub.Generate(generate_request("probe", endless))
-        await stub.Stop(pb.StopRequest(request_id=await first_item_then(killed), kill=True))
+        await first_item_then(killed)
+        await stub.Stop(await stop_request(killed, kill=True))
         assert await final_code(killed) is grpc.StatusCode.ABORTED
         assert await server.inflight.wait_empty(10)
 

@@ -21,7 +21,7 @@ from engine_runtime.generated.examples.v1.examples_pb2 import (
 )
 from tests.conftest import ServerFactory
 from tests.engines import PROBES
-from tests.helpers import collect, generate_request, rest, wait_not_serving
+from tests.helpers import collect, generate_request, rest, stop_request, wait_not_serving
 
 pytestmark = pytest.mark.asyncio
 
@@ -197,10 +197,31 @@ async def test_streams_running_past_the_stop_timeout_get_unavailable(make_server
         await drain
 
 
+@pytest.mark.parametrize("key", ["", "someone-elses-key"])
+async def test_a_stop_without_the_generations_key_is_not_found_like_an_unknown_id(
+    stub: pbg.EngineServiceAsyncStub, key: str
+) -> None:
+    call = stub.Generate(generate_request("probe", CountRequest(delay_s=0.01), request_id="keyed"))
+    await call.read()
+    right = await stop_request(call, kill=True)
+    assert right.stop_key and right.stop_key != key
+    with pytest.raises(grpc.aio.AioRpcError) as wrong:
+        await stub.Stop(pb.StopRequest(request_id="keyed", stop_key=key, kill=True))
+    with pytest.raises(grpc.aio.AioRpcError) as unknown:
+        await stub.Stop(pb.StopRequest(request_id="not-running", stop_key=key, kill=True))
+    assert wrong.value.code() is unknown.value.code() is grpc.StatusCode.NOT_FOUND
+    assert wrong.value.details() == (unknown.value.details() or "").replace("not-running", "keyed")
+    await call.read()  # untouched: it still streams
+    await stub.Stop(right)
+    with pytest.raises(grpc.aio.AioRpcError) as info:
+        await rest(call)
+    assert info.value.code() is grpc.StatusCode.ABORTED
+
+
 async def test_stop_with_kill_is_aborted_naming_the_request_id(stub: pbg.EngineServiceAsyncStub) -> None:
     call = stub.Generate(generate_request("probe", CountRequest(delay_s=0.01), request_id="to-kill"))
     await call.read()
-    await stub.Stop(pb.StopRequest(request_id="to-kill", kill=True))
+    await stub.Stop(await stop_request(call, kill=True))
     with pytest.raises(grpc.aio.AioRpcError) as info:
         await rest(call)
     assert info.value.code() is grpc.StatusCode.ABORTED and "to-kill" in (info.value.details() or "")

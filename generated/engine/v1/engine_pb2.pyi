@@ -59,12 +59,14 @@ class Control(_message.Message):
     def __init__(self, action: _Optional[_Union[Control.Action, str]] = ...) -> None: ...
 
 class StopRequest(_message.Message):
-    __slots__ = ("request_id", "kill")
+    __slots__ = ("request_id", "kill", "stop_key")
     REQUEST_ID_FIELD_NUMBER: _ClassVar[int]
     KILL_FIELD_NUMBER: _ClassVar[int]
+    STOP_KEY_FIELD_NUMBER: _ClassVar[int]
     request_id: str
     kill: bool
-    def __init__(self, request_id: _Optional[str] = ..., kill: _Optional[bool] = ...) -> None: ...
+    stop_key: str
+    def __init__(self, request_id: _Optional[str] = ..., kill: _Optional[bool] = ..., stop_key: _Optional[str] = ...) -> None: ...
 
 class StopResponse(_message.Message):
     __slots__ = ()
