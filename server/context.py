@@ -56,7 +56,7 @@ def validate_request_id(request_id: str) -> str | None:
     if len(request_id) > MAX_ID_LENGTH:
         return f"request id is {len(request_id)} characters long, over the limit of {MAX_ID_LENGTH}"
     if not request_id.isascii() or not request_id.isprintable():
-        return f"request id {request_id!r} has characters other than printable ASCII"
+        return f"request id {request_id[:MAX_ID_LENGTH]!r} has characters other than printable ASCII"
     return None
 
 

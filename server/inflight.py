@@ -34,6 +34,7 @@ class Generation:
         "ended",
         "ending",
         "engine",
+        "finishing",
         "first_item_at",
         "items",
         "kill_cause",
@@ -54,6 +55,7 @@ class Generation:
         self.first_item_at: float | None = None
         self.ended: float | None = None
         self.ending: Ending | None = None
+        self.finishing: Ending | None = None  # set while the final message is being written
         self.items = 0
         self.messages = 0
 

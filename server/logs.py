@@ -12,10 +12,10 @@ import time
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from .errors import Code
+    from .errors import Code, EngineError
     from .inflight import Generation
 
-__all__ = ["JsonFormatter", "configure_logging"]
+__all__ = ["JsonFormatter", "RefusalLog", "configure_logging", "log_request"]
 
 # Attributes every LogRecord has; anything else was passed with `extra=` and becomes a field.
 _STANDARD = set(vars(logging.LogRecord("", 0, "", 0, "", None, None))) | {"message", "asctime", "taskName"}
@@ -103,3 +103,33 @@ def log_request(generation: Generation, code: Code) -> None:
             "duration_ms": round((ended - generation.started) * 1000, 3),
         },
     )
+
+
+class RefusalLog:
+    """One log line per call refused before its generation started, at most ``per_second`` lines a second.
+
+    A flood of bad calls (a client looping on an unknown engine) must not flood the log: past the rate, refusals
+    are only counted, and the next line that is written says how many were left out. The metrics count all.
+    """
+
+    def __init__(self, per_second: float = 10.0) -> None:
+        self.per_second = per_second
+        self._allowance = per_second
+        self._last = time.monotonic()
+        self._skipped = 0
+
+    def __call__(self, engine: str, error: EngineError) -> None:
+        now = time.monotonic()
+        self._allowance = min(self.per_second, self._allowance + (now - self._last) * self.per_second)
+        self._last = now
+        if self._allowance < 1:
+            self._skipped += 1
+            return
+        self._allowance -= 1
+        skipped, self._skipped = self._skipped, 0
+        logging.getLogger("engine_runtime.requests").info(
+            "refused: %s: %s",
+            error.code.name,
+            error.message,
+            extra={"engine": engine or None, "status": error.code.name, "finish": "refused", "not_logged": skipped},
+        )

@@ -41,7 +41,7 @@ from prometheus_client.gc_collector import GCCollector
 from prometheus_client.platform_collector import PlatformCollector
 from prometheus_client.process_collector import ProcessCollector
 
-from .errors import Code
+from .errors import Code, EngineError
 from .inflight import Generation
 from .outcome import How
 from .zombies import ZOMBIES
@@ -191,8 +191,9 @@ class ServerMetrics:
             counter = self.kills if ending.how is How.KILLED else self.stops
             counter.labels(generation.engine, ending.cause.value).inc()
 
-    def refused_call(self, engine: str, code: Code) -> None:
+    def refused_call(self, engine: str, error: EngineError) -> None:
         """The ``on_refused`` hook: a call answered before any generation started."""
+        code = error.code
         self.refused.labels(engine, code.name).inc()
 
     def serve(self, host: str, port: int) -> MetricsEndpoint:

@@ -31,6 +31,7 @@ from .errors import Code, EngineError
 __all__ = [
     "GENERATE",
     "LIST_ENGINES",
+    "MAX_ECHO",
     "REQUEST_ID_KEY",
     "SERVICE_NAME",
     "SESSION",
@@ -41,6 +42,7 @@ __all__ = [
     "check_request_type",
     "error_for",
     "error_from_status",
+    "shorten",
     "status_trailer",
     "type_name",
 ]
@@ -91,6 +93,22 @@ def error_for(code: Any, message: str, detail: Message | None = None) -> EngineE
     return cls(message, detail)
 
 
+MAX_ECHO = 128
+"""The most characters of a client-chosen name or id that an error message repeats."""
+
+
+def shorten(text: str, limit: int = MAX_ECHO) -> str:
+    """``text`` as an error message may repeat it: whole up to ``limit`` characters, else cut and marked.
+
+    Example::
+
+        shorten("x" * 100_000)     # 'xxx...x... (100000 characters)', 128 x's
+    """
+    if len(text) <= limit:
+        return text
+    return f"{text[:limit]}... ({len(text)} characters)"
+
+
 def type_name(type_url: str) -> str:
     """The full name an ``Any``'s type URL names (everything after the last ``/``)."""
     return type_url[type_url.rfind("/") + 1 :]
@@ -100,7 +118,7 @@ def check_request_type(engine: str, expected: str, received: str) -> None:
     """Raise :class:`InvalidRequest` naming both types unless ``received`` (a full name) is ``expected``."""
     if received != expected:
         raise errors.InvalidRequest(
-            f"engine {engine!r} expects a request of type {expected}, received {received or 'an empty Any'}"
+            f"engine {engine!r} expects a request of type {expected}, received {shorten(received) or 'an empty Any'}"
         )
 
 

@@ -24,6 +24,7 @@ from google.protobuf.message import Message
 
 from .engine import AnyEngine, Engine, LocalEngine, as_generator
 from .errors import EngineNotFound
+from .protocol import shorten
 
 __all__ = ["EngineRegistry"]
 
@@ -127,7 +128,7 @@ class EngineRegistry:
             return self._engines[name]
         except KeyError:
             served = ", ".join(sorted(self._engines)) or "none"
-            raise EngineNotFound(f"no engine named {name!r}; engines served: {served}") from None
+            raise EngineNotFound(f"no engine named {shorten(name)!r}; engines served: {served}") from None
 
     def names(self) -> list[str]:
         """The registered names, in registration order."""

@@ -20,7 +20,6 @@ from __future__ import annotations
 import asyncio
 import hmac
 import logging
-import time
 from collections.abc import AsyncIterator, Callable
 from typing import Any
 
@@ -34,25 +33,27 @@ from .errors import Code, EngineError, EngineFailed, EngineNotFound, InvalidRequ
 from .inflight import Generation, InFlight
 from .outcome import Cause, Ending, How, status_of
 from .protocol import (
-    REQUEST_ID_KEY,
     SERVICE_NAME,
     STATUS_DETAILS_KEY,
-    STOP_KEY_KEY,
     check_request_type,
     status_trailer,
     type_name,
 )
 from .pump import DEFAULT_KILL_TIMEOUT, DEFAULT_MAX_BATCH_BYTES, DEFAULT_MAX_BATCH_ITEMS, LocalStream
 from .registry import EngineRegistry
-from .stream import FinishReason
-from .wire import encode_response, item_encoder, parse
+from .wire import item_encoder, parse
+from .writer import write_generation
 
 __all__ = ["EngineService"]
 
 log = logging.getLogger("engine_runtime.service")
 
+DEADLINE_SLACK = 0.005
+"""Seconds before its deadline within which a cancelled call counts as one whose deadline passed."""
+
 ServicerContext = grpc.aio.ServicerContext[Any, Any]
 Finished = Callable[[Generation, Code], None]
+Refused = Callable[[str, EngineError], None]
 
 
 class EngineService:
@@ -80,6 +81,7 @@ class EngineService:
         self.draining = False
         # Leave room for the message's own framing under grpc's size limit.
         self._max_batch_bytes = max(1, min(DEFAULT_MAX_BATCH_BYTES, max_message_bytes // 2))
+        self._max_message_bytes = max_message_bytes
         self._max_batch_items = max_batch_items
         self._encoders = {
             engine.name: item_encoder(engine.response_class, engine.check_response) for engine in registry
@@ -87,14 +89,14 @@ class EngineService:
         self._listing = {engine.name: engine_info(engine) for engine in registry}
         self._finished: list[Finished] = []
         self._started: list[Callable[[Generation], None]] = []
-        self._refused: list[Callable[[str, Code], None]] = []
+        self._refused: list[Refused] = []
 
     def on_started(self, callback: Callable[[Generation], None]) -> None:
         """Call ``callback(generation)`` when a generation is admitted (for metrics)."""
         self._started.append(callback)
 
-    def on_refused(self, callback: Callable[[str, Code], None]) -> None:
-        """Call ``callback(engine, code)`` for a Generate/Session call refused before its generation started.
+    def on_refused(self, callback: Refused) -> None:
+        """Call ``callback(engine, error)`` for a Generate/Session call refused before its generation started.
 
         ``engine`` is the engine's name when the call named a served engine, else ``""``.
         """
@@ -174,7 +176,7 @@ class EngineService:
         # Only a served engine's name is reported: a client-chosen name would make unbounded metric labels.
         engine = request.engine if request is not None and request.engine in self.registry else ""
         for callback in self._refused:
-            callback(engine, error.code)
+            callback(engine, error)
 
     async def _start(self, request: pb.GenerateRequest) -> tuple[Generation, LocalStream[bytes]]:
         """Admit a generation and start its engine, or raise the EngineError that refuses it."""
@@ -209,11 +211,16 @@ class EngineService:
     async def _serve(self, generation: Generation, stream: LocalStream[bytes], context: ServicerContext) -> None:
         """Run one generation to its end, and end it: one :class:`Ending`, one status, one report."""
         try:
-            generation.end(await self._write(generation, stream, context))
+            generation.end(await write_generation(generation, stream, context, self._max_message_bytes))
         except asyncio.CancelledError:
             # The client cancelled, went away, or its deadline passed: grpc cancels this handler's task.
+            if generation.finishing is not None:
+                # It came while the final message was being written: the client had it all, then left.
+                generation.end(generation.finishing)
+                raise
             remaining = context.time_remaining()
-            cause = Cause.DEADLINE if remaining is not None and remaining <= 0 else Cause.CLIENT_CANCEL
+            # grpc may cancel a moment before the deadline by the server's clock: within a few ms, it is the deadline.
+            cause = Cause.DEADLINE if remaining is not None and remaining < DEADLINE_SLACK else Cause.CLIENT_CANCEL
             generation.kill(cause)
             generation.end(Ending(How.KILLED, cause))
             raise
@@ -238,37 +245,6 @@ class EngineService:
     def _report(self, generation: Generation, code: Code) -> None:
         for callback in self._finished:
             callback(generation, code)
-
-    async def _write(self, generation: Generation, stream: LocalStream[bytes], context: ServicerContext) -> Ending:
-        """Write the stream's batches as they come; return how the generation ended."""
-        try:
-            await context.send_initial_metadata(((REQUEST_ID_KEY, generation.id), (STOP_KEY_KEY, generation.stop_key)))
-            while True:
-                batch = await stream.next_batch()
-                reason = stream.finish_reason
-                if not batch and reason is None:
-                    # The stream ended quietly: the generation was killed on this side.
-                    return Ending(How.KILLED, generation.cause)
-                if generation.first_item_at is None and batch:
-                    generation.first_item_at = time.monotonic()
-                try:
-                    await context.write(encode_response(batch, reason or 0))
-                except asyncio.CancelledError:
-                    raise
-                except Exception:
-                    # grpc raises its own internal error type when the call is gone: the client left.
-                    generation.kill(Cause.CLIENT_CANCEL)
-                    return Ending(How.KILLED, Cause.CLIENT_CANCEL)
-                generation.items += len(batch)
-                generation.messages += 1
-                if reason is not None:
-                    return Ending(How.STOPPED if reason is FinishReason.STOPPED else How.COMPLETED, generation.cause)
-        except EngineError as error:
-            if generation.context.is_killed():
-                # The engine killed its own context (the stream raises Aborted for that).
-                generation.kill(Cause.ENGINE)
-                return Ending(How.KILLED, generation.cause, error)
-            return Ending(How.FAILED, generation.cause or (Cause.ENGINE if error.code is Code.ABORTED else None), error)
 
     # -- Stop / ListEngines ------------------------------------------------------------------------------------
 

@@ -9,8 +9,8 @@ import grpc
 import pytest
 
 from engine_runtime.generated.engine.v1 import engine_pb2_grpc as pbg
-from engine_runtime.generated.examples.v1.examples_pb2 import CountRequest, EchoRequest, EchoResponse
-from engine_runtime.server.logs import JsonFormatter, TextFormatter, log_request
+from engine_runtime.generated.examples.v1.examples_pb2 import CountRequest, CountResponse, EchoRequest, EchoResponse
+from engine_runtime.server.logs import JsonFormatter, RefusalLog, TextFormatter, log_request
 from tests.conftest import ServerFactory
 from tests.helpers import collect, generate_request, stop_request
 
@@ -97,3 +97,60 @@ async def test_a_kill_at_shutdown_is_logged_as_a_drain(
     [record] = [r for r in caplog.records if r.name == "engine_runtime.requests"]
     entry, _ = both_formats(record)
     assert (entry["request_id"], entry["finish"], entry["cause"]) == ("end-1", "killed", "drain")
+
+
+async def test_the_log_says_what_the_client_got_for_an_oversized_item_and_a_deadline(
+    make_server: ServerFactory, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.INFO)
+    server = await make_server(max_message_bytes=2048)
+    server.service.on_finished(log_request)
+    async with grpc.aio.insecure_channel(server.addresses[0]) as channel:
+        stub = pbg.EngineServiceStub(channel)
+        big = await collect(stub, "count", CountRequest(count=3, size=3000), CountResponse, request_id="big-1")
+        assert big.code is grpc.StatusCode.RESOURCE_EXHAUSTED and "over the message limit of 2048" in big.details
+        late = await collect(stub, "probe", CountRequest(delay_s=0.01), CountResponse, request_id="late-1", timeout=0.3)
+        assert late.code is grpc.StatusCode.DEADLINE_EXCEEDED
+        assert await server.inflight.wait_empty(10)
+    lines = {vars(r)["request_id"]: vars(r) for r in caplog.records if r.name == "engine_runtime.requests"}
+    assert (lines["big-1"]["status"], lines["big-1"]["finish"]) == ("RESOURCE_EXHAUSTED", "failed")
+    assert (lines["late-1"]["status"], lines["late-1"]["cause"]) == ("DEADLINE_EXCEEDED", "deadline")
+
+
+async def test_each_refused_call_gets_one_line_within_a_rate(
+    make_server: ServerFactory, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.INFO)
+    server = await make_server()
+    server.service.on_refused(RefusalLog(per_second=5))
+    async with grpc.aio.insecure_channel(server.addresses[0]) as channel:
+        stub = pbg.EngineServiceStub(channel)
+        for _ in range(20):
+            out = await collect(stub, "x" * 100_000, EchoRequest(), EchoResponse)
+            assert out.code is grpc.StatusCode.NOT_FOUND
+            assert len(out.details) < 600 and "(100000 characters)" in out.details
+    refused = [vars(r) for r in caplog.records if r.name == "engine_runtime.requests"]
+    assert 5 <= len(refused) < 20  # a flood is not logged line by line
+    assert all(r["status"] == "NOT_FOUND" and r["finish"] == "refused" and r["engine"] is None for r in refused)
+
+
+async def test_a_client_that_leaves_right_after_the_last_message_is_logged_as_complete(
+    make_server: ServerFactory, caplog: pytest.LogCaptureFixture
+) -> None:
+    # The race behind a stream whose client printed every item and `completed`, logged `killed ... items=0`:
+    # the client had the final message and left while the handler was still inside its last write.
+    caplog.set_level(logging.INFO)
+    server = await make_server()
+    server.service.on_finished(log_request)
+    async with grpc.aio.insecure_channel(server.addresses[0]) as channel:
+        stub = pbg.EngineServiceStub(channel)
+        for n in range(30):
+            call = stub.Generate(generate_request("echo", EchoRequest(text="a b c"), f"leaves-{n}"))
+            reply = await call.read()
+            while not reply.finish_reason:
+                reply = await call.read()
+            call.cancel()
+        assert await server.inflight.wait_empty(10)
+    lines = [vars(r) for r in caplog.records if r.name == "engine_runtime.requests"]
+    assert len(lines) == 30
+    assert all((line["status"], line["finish"], line["items"]) == ("OK", "completed", 3) for line in lines), lines
