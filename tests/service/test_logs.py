@@ -12,7 +12,7 @@ from engine_runtime.generated.engine.v1 import engine_pb2_grpc as pbg
 from engine_runtime.generated.examples.v1.examples_pb2 import CountRequest, CountResponse, EchoRequest, EchoResponse
 from engine_runtime.server.logs import JsonFormatter, RefusalLog, TextFormatter, log_request
 from tests.conftest import ServerFactory
-from tests.helpers import collect, generate_request, stop_request
+from tests.helpers import collect, first_reply, generate_request, stop_request
 
 pytestmark = pytest.mark.asyncio
 
@@ -146,9 +146,8 @@ async def test_a_client_that_leaves_right_after_the_last_message_is_logged_as_co
         stub = pbg.EngineServiceStub(channel)
         for n in range(30):
             call = stub.Generate(generate_request("echo", EchoRequest(text="a b c"), f"leaves-{n}"))
-            reply = await call.read()
-            while not reply.finish_reason:
-                reply = await call.read()
+            while not (await first_reply(call)).finish_reason:
+                pass
             call.cancel()
         assert await server.inflight.wait_empty(10)
     lines = [vars(r) for r in caplog.records if r.name == "engine_runtime.requests"]
