@@ -13,6 +13,7 @@ import asyncio
 import contextlib
 import logging
 import os
+import resource
 import stat
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -38,6 +39,19 @@ __all__ = ["EngineServer", "ServerConfig", "StartupError"]
 log = logging.getLogger("engine_runtime.server")
 
 
+MAX_METADATA_BYTES = 16 * 1024
+# File descriptors kept for the server's own needs (listeners, the metrics endpoint, logs, engines' files).
+_RESERVED_FILES = 64
+
+
+def default_max_connections() -> int:
+    """The connections a server accepts by default: what the soft file limit leaves after a reserve."""
+    soft, _ = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft == resource.RLIM_INFINITY:
+        return 65_536
+    return max(16, soft - _RESERVED_FILES)
+
+
 class StartupError(RuntimeError):
     """The server could not start (a port in use, an unreadable certificate, ...); the message says why."""
 
@@ -58,6 +72,9 @@ class ServerConfig:
     kill_timeout: float = DEFAULT_KILL_TIMEOUT
     keepalive_time: float = 30.0
     ping_timeout: float = 10.0
+    max_streams_per_connection: int = 128
+    max_connections: int = 0  # 0: what the process's file limit leaves (see default_max_connections)
+    max_connection_idle: float = 300.0
     tls_cert: str | None = None
     tls_key: str | None = None
     tls_client_ca: str | None = None
@@ -117,6 +134,14 @@ class EngineServer:
             ("grpc.keepalive_permit_without_calls", 1),
             ("grpc.http2.min_ping_interval_without_data_ms", 5000),
             ("grpc.http2.max_pings_without_data", 0),
+            # HTTP/2 SETTINGS_MAX_CONCURRENT_STREAMS: one connection cannot open thousands of streams.
+            ("grpc.max_concurrent_streams", c.max_streams_per_connection),
+            # Connections past this are refused at accept, before they can use up the file limit.
+            ("grpc.max_allowed_incoming_connections", c.max_connections or default_max_connections()),
+            # A connection with no call for this long gets a GOAWAY: idle sockets do not pile up.
+            ("grpc.max_connection_idle_ms", int(c.max_connection_idle * 1000)),
+            # Bounds what one request's headers may hold (a HEADERS + CONTINUATION flood; docs/operations.md).
+            ("grpc.max_metadata_size", MAX_METADATA_BYTES),
             *c.extra_options,
         ]
 

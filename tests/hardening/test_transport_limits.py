@@ -1,0 +1,72 @@
+"""Transport limits: streams per connection (HTTP/2 MAX_CONCURRENT_STREAMS), connections, idle connections."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from typing import Any
+
+import grpc
+import pytest
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+from engine_runtime.generated.engine.v1 import engine_pb2_grpc as pbg
+from engine_runtime.generated.examples.v1.examples_pb2 import CountRequest, CountResponse, EchoRequest, EchoResponse
+from tests.conftest import ServerFactory
+from tests.helpers import collect, first_reply, generate_request
+
+pytestmark = pytest.mark.asyncio
+
+
+async def test_one_connection_holds_at_most_max_streams_per_connection(make_server: ServerFactory) -> None:
+    server = await make_server(max_streams_per_connection=2)
+    async with grpc.aio.insecure_channel(server.addresses[0]) as channel:
+        stub = pbg.EngineServiceStub(channel)
+        running = [stub.Generate(generate_request("probe", CountRequest(delay_s=0.01))) for _ in range(2)]
+        for call in running:
+            await first_reply(call)
+        # The third waits on the client side for a free stream: it never reaches the server.
+        waiting = await collect(stub, "echo", EchoRequest(text="third"), EchoResponse, timeout=0.5)
+        assert waiting.code is grpc.StatusCode.DEADLINE_EXCEEDED
+        assert len(server.inflight) == 2
+        running[0].cancel()
+        admitted = await collect(stub, "echo", EchoRequest(text="third"), EchoResponse)
+        assert [i.text for i in admitted.items] == ["third"]
+        running[1].cancel()
+
+
+async def test_connections_past_max_connections_are_refused_and_health_still_answers(
+    make_server: ServerFactory,
+) -> None:
+    server = await make_server(max_connections=2)
+    address = server.addresses[0]
+    # A pool of its own per channel: else channels in one process share one connection.
+    own = [("grpc.use_local_subchannel_pool", 1)]
+    async with contextlib.AsyncExitStack() as stack:
+        channels = [await stack.enter_async_context(grpc.aio.insecure_channel(address, own)) for _ in range(2)]
+        for channel in channels:
+            await asyncio.wait_for(channel.channel_ready(), 10)
+        extra = await stack.enter_async_context(grpc.aio.insecure_channel(address, own))
+        out = await collect(pbg.EngineServiceStub(extra), "echo", EchoRequest(text="x"), EchoResponse, timeout=1)
+        assert out.code in (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED)
+        health: Any = health_pb2_grpc.HealthStub(channels[0])
+        reply = await health.Check(health_pb2.HealthCheckRequest(service=""), timeout=10)
+        assert reply.status == health_pb2.HealthCheckResponse.SERVING
+        ok = await collect(pbg.EngineServiceStub(channels[1]), "count", CountRequest(count=2), CountResponse)
+        assert ok.code is grpc.StatusCode.OK
+
+
+async def test_an_idle_connection_is_closed_after_max_connection_idle(make_server: ServerFactory) -> None:
+    server = await make_server(max_connection_idle=0.3)
+    async with grpc.aio.insecure_channel(server.addresses[0]) as channel:
+        await channel.channel_ready()
+        state = channel.get_state()
+        for _ in range(200):  # bounded: the GOAWAY comes after about 0.3 s of no calls
+            state = channel.get_state()
+            if state is not grpc.ChannelConnectivity.READY:
+                break
+            await channel.wait_for_state_change(state)
+        assert state is not grpc.ChannelConnectivity.READY
+        # A new call reconnects.
+        out = await collect(pbg.EngineServiceStub(channel), "echo", EchoRequest(text="back"), EchoResponse)
+        assert out.code is grpc.StatusCode.OK
