@@ -13,7 +13,6 @@ import asyncio
 import contextlib
 import logging
 import os
-import resource
 import stat
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -28,28 +27,18 @@ from grpc_reflection.v1alpha import reflection
 from .health import EngineHealthChecks
 from .inflight import InFlight
 from .metrics import MetricsEndpoint, MetricsStartError, ServerMetrics
+from .options import channel_options
 from .outcome import Cause
 from .protocol import SERVICE_NAME
 from .pump import DEFAULT_KILL_TIMEOUT
 from .registry import EngineRegistry
 from .service import EngineService
+from .threads import DEFAULT_ENGINE_THREADS, configure_engine_threads
+from .watchdog import LoopWatchdog
 
 __all__ = ["EngineServer", "ServerConfig", "StartupError"]
 
 log = logging.getLogger("engine_runtime.server")
-
-
-MAX_METADATA_BYTES = 16 * 1024
-# File descriptors kept for the server's own needs (listeners, the metrics endpoint, logs, engines' files).
-_RESERVED_FILES = 64
-
-
-def default_max_connections() -> int:
-    """The connections a server accepts by default: what the soft file limit leaves after a reserve."""
-    soft, _ = resource.getrlimit(resource.RLIMIT_NOFILE)
-    if soft == resource.RLIM_INFINITY:
-        return 65_536
-    return max(16, soft - _RESERVED_FILES)
 
 
 class StartupError(RuntimeError):
@@ -72,9 +61,11 @@ class ServerConfig:
     kill_timeout: float = DEFAULT_KILL_TIMEOUT
     keepalive_time: float = 30.0
     ping_timeout: float = 10.0
-    max_streams_per_connection: int = 128
+    max_streams_per_connection: int = 1024
     max_connections: int = 0  # 0: what the process's file limit leaves (see default_max_connections)
     max_connection_idle: float = 300.0
+    engine_threads: int = DEFAULT_ENGINE_THREADS
+    loop_stall_warning: float = 0.1  # 0: no watchdog
     tls_cert: str | None = None
     tls_key: str | None = None
     tls_client_ca: str | None = None
@@ -118,39 +109,14 @@ class EngineServer:
         self._server: grpc.aio.Server | None = None
         self._closed = asyncio.Event()
         self._drain_task: asyncio.Task[None] | None = None
-
-    def _options(self) -> list[tuple[str, Any]]:
-        c = self.config
-        ping_ms = int(c.ping_timeout * 1000)
-        return [
-            # grpcio enables SO_REUSEPORT by default: two servers on one port would both bind silently.
-            ("grpc.so_reuseport", 1 if c.reuse_port else 0),
-            ("grpc.max_send_message_length", c.max_message_bytes),
-            ("grpc.max_receive_message_length", c.max_message_bytes),
-            ("grpc.keepalive_time_ms", int(c.keepalive_time * 1000)),
-            ("grpc.keepalive_timeout_ms", ping_ms),
-            # Without this a client that stops reading (SIGSTOP) is noticed only after about a minute.
-            ("grpc.http2.ping_timeout_ms", ping_ms),
-            ("grpc.keepalive_permit_without_calls", 1),
-            ("grpc.http2.min_ping_interval_without_data_ms", 5000),
-            ("grpc.http2.max_pings_without_data", 0),
-            # HTTP/2 SETTINGS_MAX_CONCURRENT_STREAMS: one connection cannot open thousands of streams.
-            ("grpc.max_concurrent_streams", c.max_streams_per_connection),
-            # Connections past this are refused at accept, before they can use up the file limit.
-            ("grpc.max_allowed_incoming_connections", c.max_connections or default_max_connections()),
-            # A connection with no call for this long gets a GOAWAY: idle sockets do not pile up.
-            ("grpc.max_connection_idle_ms", int(c.max_connection_idle * 1000)),
-            # Bounds what one request's headers may hold (a HEADERS + CONTINUATION flood; docs/operations.md).
-            ("grpc.max_metadata_size", MAX_METADATA_BYTES),
-            *c.extra_options,
-        ]
+        self._watchdog: LoopWatchdog | None = None
 
     async def start(self) -> None:
         """Bind the listeners and start serving. Raises :class:`StartupError` with a one-line reason."""
         c = self.config
         if c.no_tcp and not c.uds:
             raise StartupError("--no-tcp needs --uds PATH: there would be nothing to listen on")
-        server = grpc.aio.server(options=self._options(), interceptors=self._interceptors())
+        server = grpc.aio.server(options=channel_options(self.config), interceptors=self._interceptors())
         server.add_generic_rpc_handlers([self.service.handler()])
         health_pb2_grpc.add_HealthServicer_to_server(self.health, server)
         reflection.enable_server_reflection(
@@ -187,11 +153,19 @@ class EngineServer:
         for name in self.registry.names():
             await self.health.set(name, health_pb2.HealthCheckResponse.SERVING)
         self.engine_health.start()
+        self._start_watchdog()
         if not c.announce:
             return  # a --workers supervisor announces the address once, for all its workers
         log.info(
             "engine-server listening on %s (engines: %s)", ", ".join(self.addresses), ", ".join(self.registry.names())
         )
+
+    def _start_watchdog(self) -> None:
+        configure_engine_threads(self.config.engine_threads)
+        if self.config.loop_stall_warning > 0:
+            report = self.metrics.stalled if self.metrics is not None else None
+            self._watchdog = LoopWatchdog(asyncio.get_running_loop(), self.config.loop_stall_warning, report)
+            self._watchdog.start()
 
     def _bind_uds(self, server: grpc.aio.Server, path: str, credentials: grpc.ServerCredentials | None) -> str:
         socket_path = Path(path)
@@ -264,6 +238,7 @@ class EngineServer:
             with contextlib.suppress(FileNotFoundError):
                 os.unlink(c.uds)
         log.info("drained; bye")
+        self._closing()
         self._closed.set()
 
     async def kill(self) -> None:
@@ -273,7 +248,12 @@ class EngineServer:
             generation.kill(Cause.DRAIN)
         if self._server is not None:
             await self._server.stop(0)
+        self._closing()
         self._closed.set()
+
+    def _closing(self) -> None:
+        if self._watchdog is not None:
+            self._watchdog.stop()
 
     async def wait_closed(self) -> None:
         """Wait until the server has been drained or killed."""

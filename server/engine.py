@@ -10,7 +10,8 @@ descriptor pool), so the check also works for an engine on another machine::
     stream = await echo.generate(EchoRequest(text="a b"))
 
 What a user writes is an *engine function*: an async generator ``(request, ctx)``, a coroutine ``(request, ctx)``
-returning one response (a unary engine), or an object whose ``generate(request, ctx)`` is either.
+returning one response (a unary engine), a plain generator or function (a sync engine, run in a worker thread:
+:mod:`.threads`), or an object whose ``generate(request, ctx)`` is any of these.
 """
 
 from __future__ import annotations
@@ -27,6 +28,7 @@ from .errors import EngineFailed
 from .protocol import check_request_type
 from .pump import DEFAULT_KILL_TIMEOUT, DEFAULT_MAX_BATCH_BYTES, DEFAULT_MAX_BATCH_ITEMS, LocalStream
 from .stream import ResponseStream
+from .threads import threaded_function, threaded_generator
 
 __all__ = ["AnyEngine", "Engine", "LocalEngine"]
 
@@ -219,7 +221,13 @@ def as_generator(engine: Any, name: str) -> tuple[Callable[[Any, Context], Async
             yield await unary_fn(request, ctx)
 
         return unary, True
+    # Plain functions are sync engines: they run in worker threads, never on the event loop.
+    if inspect.isgeneratorfunction(fn):
+        return threaded_generator(fn), False
+    if callable(fn) and not isinstance(fn, type):
+        return threaded_function(fn), True
     raise TypeError(
         f"engine {name!r} must be an async generator function (request, ctx), a coroutine function returning "
-        f"one response, an object with such a `generate`, or an AnyEngine; got {engine!r}"
+        f"one response, a plain generator or function (run in a thread), an object with such a `generate`, or an "
+        f"AnyEngine; got {engine!r}"
     )

@@ -17,6 +17,7 @@ metric                                         type       extra labels   what
 ``engine_kills_total``                         counter    ``cause``      generations killed
 ``engine_requests_refused_total``              counter    ``code``       calls refused before a generation started
 ``engine_zombie_tasks``                        gauge                     engine tasks that ignored a kill, still running
+``engine_event_loop_stall_seconds``            histogram                 event-loop stalls, by the engine running then
 =============================================  =========  =============  ===========================================
 
 A server owns its own :class:`~prometheus_client.CollectorRegistry` (with the process, platform and GC
@@ -57,6 +58,7 @@ log = logging.getLogger("engine_runtime.server")
 
 # Milliseconds (a unary engine on loopback) to a minute (a model that loads before its first token).
 TTFR_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0)
+STALL_BUCKETS = (0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
 # Milliseconds to half an hour: streams can be long-lived.
 DURATION_BUCKETS = (
     0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0, 600.0, 1800.0,
@@ -105,6 +107,13 @@ class ServerMetrics:
             ["engine"],
             registry=registry,
             multiprocess_mode="livesum",
+        )
+        self.stalls = Histogram(
+            "engine_event_loop_stall_seconds",
+            'Event-loop stalls over --loop-stall-warning, by the engine that was running (engine="" for none).',
+            ["engine"],
+            registry=registry,
+            buckets=STALL_BUCKETS,
         )
         self._series: dict[str, _Series] = {}
 
@@ -190,6 +199,10 @@ class ServerMetrics:
             # Counted once, by how it ended: a generation stopped and then killed is a kill.
             counter = self.kills if ending.how is How.KILLED else self.stops
             counter.labels(generation.engine, ending.cause.value).inc()
+
+    def stalled(self, engine: str, seconds: float) -> None:
+        """The loop watchdog's report (called from its thread)."""
+        self.stalls.labels(engine).observe(seconds)
 
     def refused_call(self, engine: str, error: EngineError) -> None:
         """The ``on_refused`` hook: a call answered before any generation started."""

@@ -20,7 +20,7 @@ from .errors import Aborted, EngineError, EngineEscaped, EngineFailed
 from .stream import FinishReason, ResponseStream
 from .zombies import ZOMBIES
 
-__all__ = ["DEFAULT_KILL_TIMEOUT", "DEFAULT_MAX_BATCH_BYTES", "DEFAULT_MAX_BATCH_ITEMS", "LocalStream"]
+__all__ = ["DEFAULT_KILL_TIMEOUT", "DEFAULT_MAX_BATCH_BYTES", "DEFAULT_MAX_BATCH_ITEMS", "LocalStream", "engine_of"]
 
 log = logging.getLogger("engine_runtime")
 
@@ -32,7 +32,13 @@ DEFAULT_KILL_TIMEOUT = 2.0
 """Seconds a killed engine has to end before its stream gives up on it (``--kill-timeout``)."""
 
 # The event loop keeps only weak references to tasks: a pump whose stream was dropped must not vanish mid-way.
-_RUNNING: set[asyncio.Task[None]] = set()
+_RUNNING: dict[asyncio.Task[None], _Buffer] = {}
+
+
+def engine_of(task: asyncio.Task[Any] | None) -> tuple[str, str] | None:
+    """``(engine, request id)`` when ``task`` runs a local engine, else None (for the loop-stall watchdog)."""
+    buf = _RUNNING.get(task) if task is not None else None
+    return (buf.engine, buf.ctx.id) if buf is not None else None
 
 
 class _Buffer:
@@ -215,7 +221,7 @@ class LocalStream(ResponseStream[Resp]):
             _pump(source, buf, check, encode), name=f"engine {engine} {context.id}"
         )
         buf.task = task
-        _RUNNING.add(task)
+        _RUNNING[task] = buf
         task.add_done_callback(lambda done: _finish(buf, done, engine))
         if context.is_killed():
             # Linking the pump to an already killed context cancelled nothing: the task did not exist yet.
@@ -277,7 +283,7 @@ class LocalStream(ResponseStream[Resp]):
 
 def _finish(buf: _Buffer, task: asyncio.Task[None], engine: str) -> None:
     """The pump's done callback: records how a generation that did not complete ended."""
-    _RUNNING.discard(task)
+    _RUNNING.pop(task, None)
     if buf.finished:
         return
     ctx = buf.ctx

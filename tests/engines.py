@@ -173,3 +173,10 @@ async def swallows_kill(request: CountRequest, ctx: Context) -> AsyncIterator[Co
     finally:
         record.killed_in_finally = ctx.is_killed()
         record.ended.set()
+
+
+@registry.engine("blocks_loop", request=EchoRequest, response=EchoResponse)
+async def blocks_loop(request: EchoRequest, ctx: Context) -> AsyncIterator[EchoResponse]:
+    """Calls blocking code inside `async def` (the mistake the loop watchdog reports): sleeps 0.5 s, once."""
+    time.sleep(0.5)  # noqa: ASYNC251  (the point of this engine)
+    yield EchoResponse(text="late")

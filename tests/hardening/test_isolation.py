@@ -69,3 +69,26 @@ async def test_engines_that_ignore_their_kill_still_end_their_calls_and_free_the
             await asyncio.wait_for(PROBES[f"zombie-{n}"].ended.wait(), 10)
             assert PROBES[f"zombie-{n}"].exit == "cancelled after ignoring 3"
     assert len(ZOMBIES) == 0
+
+
+async def test_a_blocking_async_engine_is_named_in_a_stall_warning_and_counted(
+    make_server: ServerFactory, caplog: pytest.LogCaptureFixture
+) -> None:
+    server = await make_server(loop_stall_warning=0.1, metrics_port=0)
+    assert server.metrics_url is not None
+    async with grpc.aio.insecure_channel(server.addresses[0]) as channel:
+        out = await collect(
+            pbg.EngineServiceStub(channel), "blocks_loop", EchoRequest(), EchoResponse, request_id="b-1"
+        )
+        assert out.code is grpc.StatusCode.OK
+    # The warning is written once the loop is back; wait for it within a bound.
+    for _ in range(100):
+        stalls = [r for r in caplog.records if r.name == "engine_runtime.watchdog"]
+        if stalls:
+            break
+        await asyncio.sleep(0.05)
+    [stall] = stalls
+    assert vars(stall)["engine"] == "blocks_loop" and vars(stall)["request_id"] == "b-1"
+    assert vars(stall)["stall_s"] >= 0.3 and "time.sleep" in stall.getMessage()
+    samples = await asyncio.to_thread(fetch_metrics, server.metrics_url)
+    assert value(samples, "engine_event_loop_stall_seconds_count", engine="blocks_loop") == 1

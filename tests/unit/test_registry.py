@@ -80,7 +80,7 @@ def test_duplicate_names_are_refused(registry: EngineRegistry) -> None:
 def test_non_engines_and_non_messages_are_refused() -> None:
     registry = EngineRegistry()
     with pytest.raises(TypeError, match="async generator"):
-        registry.register("sync", lambda request, ctx: None, request=EchoRequest, response=EchoResponse)
+        registry.register("not-callable", 42, request=EchoRequest, response=EchoResponse)
     with pytest.raises(TypeError, match="protobuf message class"):
         registry.register("bad", Responder(), request=str, response=EchoResponse)  # type: ignore[arg-type]
 
