@@ -1,4 +1,4 @@
-"""``engine-server``: serve engines over gRPC (SPEC section 6).
+"""``engine-server``: the command line, turned into a :class:`~.app.ServerConfig` and handed to the runner.
 
 Every option is also an environment variable ``ENGINE_SERVER_<NAME>`` and a key of the TOML file given with
 ``--config``; the command line wins over the environment, which wins over the file.
@@ -6,9 +6,6 @@ Every option is also an environment variable ``ENGINE_SERVER_<NAME>`` and a key 
 
 from __future__ import annotations
 
-import asyncio
-import logging
-import signal
 import sys
 import tomllib
 from pathlib import Path
@@ -16,14 +13,14 @@ from typing import Any
 
 import click
 
-from .app import EngineServer, ServerConfig, StartupError
-from .logs import configure_logging, log_request
+from .app import ServerConfig, StartupError
+from .logs import configure_logging
+from .runner import run_server
+from .supervisor import serve_workers
 from .targets import TargetError, load_targets
-from .workers import serve_workers
+from .threads import DEFAULT_ENGINE_THREADS
 
 __all__ = ["main"]
-
-log = logging.getLogger("engine_runtime.server")
 
 
 def _load_config(ctx: click.Context, param: click.Parameter, value: str | None) -> str | None:
@@ -95,6 +92,42 @@ def _load_config(ctx: click.Context, param: click.Parameter, value: str | None) 
     type=click.FloatRange(0),
     help="Seconds after the graceful stop before streams are killed.",
 )
+@click.option(
+    "--kill-timeout",
+    default=2.0,
+    type=click.FloatRange(0.01),
+    help="Seconds a killed engine has to end; then its call ends anyway and its task is counted as a zombie.",
+)
+@click.option(
+    "--engine-threads",
+    default=DEFAULT_ENGINE_THREADS,
+    type=click.IntRange(1),
+    help="Worker threads that sync engines (a plain def generator or function) run in.",
+)
+@click.option(
+    "--loop-stall-warning",
+    default=0.1,
+    type=click.FloatRange(0),
+    help="Log an event-loop stall longer than this many seconds, naming the engine; 0 turns the watchdog off.",
+)
+@click.option(
+    "--max-streams-per-connection",
+    default=1024,
+    type=click.IntRange(1),
+    help="Streams one connection may have open (HTTP/2 MAX_CONCURRENT_STREAMS).",
+)
+@click.option(
+    "--max-connections",
+    default=0,
+    type=click.IntRange(0),
+    help="Connections accepted at once; 0: the soft file limit less 64 kept for the server itself.",
+)
+@click.option(
+    "--max-connection-idle",
+    default=300.0,
+    type=click.FloatRange(0.1),
+    help="Seconds without a call before a connection is closed (GOAWAY).",
+)
 @click.option("--keepalive-time", default=30.0, type=click.FloatRange(0.1), help="Seconds between keepalive pings.")
 @click.option(
     "--ping-timeout",
@@ -130,30 +163,22 @@ def command(targets: tuple[str, ...], **options: Any) -> None:
     the built-in example engines are served.
     """
     configure_logging(options["log_format"], options["log_level"])
-    if options["workers"] > 1:
-        sys.exit(_serve_workers(targets, options))
     try:
-        registry = load_targets(targets)
-        config = _server_config(options)
+        if options["workers"] > 1:
+            code = serve_workers(
+                targets,
+                _server_config(options),
+                options["workers"],
+                log_format=options["log_format"],
+                log_level=options["log_level"],
+                loop_name=options["loop_name"],
+            )
+        else:
+            registry = load_targets(targets)
+            code = run_server(registry, _server_config(options), loop_name=options["loop_name"])
     except (TargetError, StartupError) as error:
         raise click.ClickException(str(error)) from None
-    code = _run(_serve(registry, config), options["loop_name"])
     sys.exit(code)
-
-
-def _serve_workers(targets: tuple[str, ...], options: dict[str, Any]) -> int:
-    try:
-        config = _server_config(options)
-        return serve_workers(
-            targets,
-            config,
-            options["workers"],
-            log_format=options["log_format"],
-            log_level=options["log_level"],
-            loop_name=options["loop_name"],
-        )
-    except StartupError as error:
-        raise click.ClickException(str(error)) from None
 
 
 def _server_config(options: dict[str, Any]) -> ServerConfig:
@@ -175,6 +200,12 @@ def _server_config(options: dict[str, Any]) -> ServerConfig:
         max_engine_concurrency=options["max_engine_concurrency"],
         drain_timeout=options["drain_timeout"],
         stop_timeout=options["stop_timeout"],
+        kill_timeout=options["kill_timeout"],
+        engine_threads=options["engine_threads"],
+        loop_stall_warning=options["loop_stall_warning"],
+        max_streams_per_connection=options["max_streams_per_connection"],
+        max_connections=options["max_connections"],
+        max_connection_idle=options["max_connection_idle"],
         keepalive_time=options["keepalive_time"],
         ping_timeout=options["ping_timeout"],
         tls_cert=options["tls_cert"],
@@ -185,46 +216,6 @@ def _server_config(options: dict[str, Any]) -> ServerConfig:
         engine_health_interval=options["engine_health_interval"],
         engine_health_timeout=options["engine_health_timeout"],
     )
-
-
-def _run(main: Any, loop_name: str) -> int:
-    if loop_name in ("auto", "uvloop"):
-        try:
-            import uvloop
-        except ImportError:
-            if loop_name == "uvloop":
-                raise click.ClickException("--loop uvloop: uvloop is not installed") from None
-        else:
-            return int(uvloop.run(main))
-    return int(asyncio.run(main))
-
-
-async def _serve(registry: Any, config: ServerConfig) -> int:
-    server = EngineServer(registry, config)
-    server.service.on_finished(log_request)
-    try:
-        await server.start()
-    except StartupError as error:
-        click.echo(f"Error: {error}", err=True)
-        return 1
-    loop = asyncio.get_running_loop()
-    signals = 0
-    tasks: list[asyncio.Future[None]] = []
-
-    def on_signal(signum: int) -> None:
-        nonlocal signals
-        signals += 1
-        if signals == 1:
-            log.info("%s: draining (a second signal kills at once)", signal.Signals(signum).name)
-            tasks.append(asyncio.ensure_future(server.drain()))
-        else:
-            log.warning("%s again: killing every generation now", signal.Signals(signum).name)
-            tasks.append(asyncio.ensure_future(server.kill()))
-
-    for signum in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(signum, on_signal, signum)
-    await server.wait_closed()
-    return 0 if signals <= 1 else 1
 
 
 def main() -> None:

@@ -63,6 +63,13 @@ class _DeferredQueueHandler(logging.handlers.QueueHandler):
 _listeners: list[logging.handlers.QueueListener] = []
 
 
+def flush_logs() -> None:
+    """Write every line logged so far and stop the writer thread (before an exit that skips ``atexit``)."""
+    while _listeners:
+        _listeners.pop().stop()
+    sys.stderr.flush()
+
+
 def configure_logging(fmt: str = "text", level: str = "info") -> None:
     """Log to stderr in ``fmt`` (``text`` or ``json``) from a writer thread, so a log line never blocks serving."""
     while _listeners:

@@ -22,7 +22,7 @@ metric                                         type       extra labels   what
 
 A server owns its own :class:`~prometheus_client.CollectorRegistry` (with the process, platform and GC
 collectors), so several servers in one process do not collide. Under ``--workers`` the metrics are written in
-prometheus-client's multiprocess mode instead, and the supervisor serves one merged view (:mod:`.workers`).
+prometheus-client's multiprocess mode instead, and the supervisor serves one merged view (:mod:`.worker_metrics`).
 
 Example::
 

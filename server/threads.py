@@ -28,7 +28,13 @@ from typing import Any
 
 from .context import Context
 
-__all__ = ["DEFAULT_ENGINE_THREADS", "configure_engine_threads", "threaded_function", "threaded_generator"]
+__all__ = [
+    "DEFAULT_ENGINE_THREADS",
+    "busy_engine_threads",
+    "configure_engine_threads",
+    "threaded_function",
+    "threaded_generator",
+]
 
 DEFAULT_ENGINE_THREADS = min(32, (os.cpu_count() or 1) + 4)
 
@@ -36,10 +42,27 @@ _DONE = object()
 
 
 class _Pool:
-    """The process's engine threads, made on first use."""
+    """The process's engine threads, made on first use, and how many engine steps run in them now."""
 
     size = DEFAULT_ENGINE_THREADS
     executor: ThreadPoolExecutor | None = None
+    busy = 0
+    lock = threading.Lock()
+
+
+def busy_engine_threads() -> int:
+    """How many engine threads are inside an engine's code now (a blocked one keeps the process from exiting)."""
+    return _Pool.busy
+
+
+def _counted(fn: Callable[..., Any], *args: Any) -> Any:
+    with _Pool.lock:
+        _Pool.busy += 1
+    try:
+        return fn(*args)
+    finally:
+        with _Pool.lock:
+            _Pool.busy -= 1
 
 
 def configure_engine_threads(count: int) -> None:
@@ -67,11 +90,11 @@ def threaded_generator(
 
         def step() -> Any:
             with lock:
-                return next(generator, _DONE)
+                return _counted(next, generator, _DONE)
 
         def close() -> None:
             with lock:
-                generator.close()
+                _counted(generator.close)
 
         try:
             while (item := await loop.run_in_executor(pool, step)) is not _DONE:
@@ -87,6 +110,6 @@ def threaded_function(fn: Callable[[Any, Context], Any]) -> Callable[[Any, Conte
     """A unary engine: the sync function ``fn(request, ctx)`` run once in the engine threads."""
 
     async def run(request: Any, ctx: Context) -> AsyncIterator[Any]:
-        yield await asyncio.get_running_loop().run_in_executor(_executor(), fn, request, ctx)
+        yield await asyncio.get_running_loop().run_in_executor(_executor(), _counted, fn, request, ctx)
 
     return run

@@ -1,29 +1,26 @@
-"""The worker side of ``engine-server --workers N``: one process's server, driven by the supervisor.
+"""One worker process of ``engine-server --workers N``: the runner's server, driven by its supervisor's pipe.
 
-A worker builds its :class:`~.app.EngineServer` (every grpc object is created here, in the spawned
-process), binds the shared port with ``SO_REUSEPORT``, and reports ``ready`` or its startup error over its pipe.
-Then it takes ``drain`` and ``kill`` from the pipe (and SIGTERM, to recycle one worker by hand), drains on its own
-if the pipe closes (the supervisor died), and ignores SIGINT, which only the supervisor acts on.
-See :mod:`.workers` for the supervisor.
+A worker builds its server with :func:`~.runner.run_server` (every grpc object is created here, in the spawned
+process), binds the shared port with ``SO_REUSEPORT``, and reports ``("ready", addresses, engines)`` or
+``("error", message)`` over its pipe. Then it takes ``drain`` and ``kill`` from the pipe and SIGTERM (to recycle
+one worker by hand: the first drains, a second kills), drains on its own if the pipe closes (the supervisor
+died), and ignores SIGINT, which only the supervisor acts on. The supervisor is :mod:`.supervisor`.
 """
 
 from __future__ import annotations
 
 import asyncio
-import importlib.util
 import logging
 import os
 import signal
 import sys
-from collections.abc import Coroutine
+from collections.abc import Callable
 from dataclasses import dataclass
 from multiprocessing.connection import Connection
-from typing import Any
 
 from .app import EngineServer, ServerConfig, StartupError
-from .logs import configure_logging, log_request
-from .metrics import ServerMetrics
-from .registry import EngineRegistry
+from .logs import configure_logging
+from .runner import Action, SignalPolicy, run_server
 from .targets import TargetError, load_targets
 
 __all__ = ["WorkerSpec", "worker_main"]
@@ -65,61 +62,50 @@ def worker_main(spec: WorkerSpec, conn: Connection) -> None:
         handler.addFilter(_WorkerField(spec.index))
     try:
         registry = load_targets(spec.targets)
-    except TargetError as error:
+        code = run_server(
+            registry,
+            spec.config,
+            loop_name=spec.loop_name,
+            signals=(signal.SIGTERM,),
+            policy=SignalPolicy(),  # not logged: the supervisor logs the signals it relays
+            control=_SupervisorPipe(conn, spec.index),
+            multiprocess_metrics=spec.metrics,
+        )
+    except (TargetError, StartupError) as error:
         conn.send(("error", str(error)))
         sys.exit(1)
-    sys.exit(_run_loop(_serve_worker(registry, spec, conn), spec.loop_name))
+    sys.exit(code)
 
 
-def _run_loop(main: Coroutine[Any, Any, int], loop_name: str) -> int:
-    if loop_name != "asyncio" and importlib.util.find_spec("uvloop") is not None:
-        import uvloop
+class _SupervisorPipe:
+    """The worker's end of its pipe, as the runner's :class:`~.runner.Control`."""
 
-        return int(uvloop.run(main))
-    return asyncio.run(main)
+    def __init__(self, conn: Connection, index: int) -> None:
+        self.conn = conn
+        self.index = index
+        self._act: Callable[[Action], None] | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
 
+    def open(self, server: EngineServer, act: Callable[[Action], None]) -> None:
+        self._act = act
+        self._loop = asyncio.get_running_loop()
+        self._loop.add_reader(self.conn.fileno(), self._on_message)
+        log.info("worker %d (pid %d) serving %s", self.index, os.getpid(), ", ".join(server.addresses))
+        self.conn.send(("ready", server.addresses, server.registry.names()))
 
-async def _serve_worker(registry: EngineRegistry, spec: WorkerSpec, conn: Connection) -> int:
-    server = EngineServer(registry, spec.config)
-    server.service.on_finished(log_request)
-    if spec.metrics:
-        ServerMetrics(multiprocess=True).attach(server.service)
-    try:
-        await server.start()
-    except StartupError as error:
-        conn.send(("error", str(error)))
-        return 1
-    loop = asyncio.get_running_loop()
-    tasks: set[asyncio.Future[None]] = set()
-    killed = False
-    sigterms = 0
+    def close(self) -> None:
+        if self._loop is not None:
+            self._loop.remove_reader(self.conn.fileno())
+            self._loop = None
 
-    def act(how: str) -> None:
-        nonlocal killed
-        killed = killed or how == "kill"
-        task = asyncio.ensure_future(server.kill() if how == "kill" else server.drain())
-        tasks.add(task)
-        task.add_done_callback(tasks.discard)
-
-    def on_message() -> None:
+    def _on_message(self) -> None:
+        assert self._act is not None
         try:
-            message = conn.recv()
+            message = self.conn.recv()
         except (EOFError, OSError):
-            loop.remove_reader(conn.fileno())
-            log.warning("worker %d: the supervisor is gone; draining", spec.index)
-            act("drain")
+            self.close()
+            log.warning("worker %d: the supervisor is gone; draining", self.index)
+            self._act("drain")
             return
         if message in ("drain", "kill"):
-            act(message)
-
-    def on_sigterm() -> None:
-        nonlocal sigterms
-        sigterms += 1
-        act("drain" if sigterms == 1 else "kill")
-
-    loop.add_reader(conn.fileno(), on_message)
-    loop.add_signal_handler(signal.SIGTERM, on_sigterm)
-    log.info("worker %d (pid %d) serving %s", spec.index, os.getpid(), ", ".join(server.addresses))
-    conn.send(("ready", server.addresses, registry.names()))
-    await server.wait_closed()
-    return 1 if killed else 0
+            self._act(message)

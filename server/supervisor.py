@@ -1,63 +1,51 @@
-"""``engine-server --workers N``: one port served by N processes, and the supervisor that runs them.
+"""The supervisor of ``engine-server --workers N``: one port served by N worker processes, and their life.
 
-Each worker is a full :class:`~.app.EngineServer` in a process of its own, started with the ``spawn``
-method (grpc's threads do not survive a ``fork``) and creating every grpc object itself. All of them bind the
-same port with ``SO_REUSEPORT``, so the kernel spreads *connections* across them: every call on one channel
+Each worker is a full :class:`~.app.EngineServer` in a process of its own (:mod:`.worker`), started with the
+``spawn`` method (grpc's threads do not survive a ``fork``) and creating every grpc object itself. All of them bind
+the same port with ``SO_REUSEPORT``, so the kernel spreads *connections* across them: every call on one channel
 goes to the same worker, and a client balances across workers only by opening several connections.
 
 The supervisor (the process the user started):
 
-- checks the port is free (and picks one for ``--port 0``) before any worker starts, so the workers share it and
-  a port held by someone else is an error rather than a silent neighbour; it logs the one
-  ``engine-server listening on ...`` line once every worker serves;
-- turns its first SIGTERM or SIGINT into a drain of every worker, and a second one into a kill; it exits 0 when
-  every worker drained and exited 0, and 1 otherwise;
+- checks the port is free (and picks one for ``--port 0``) before any worker starts (:mod:`.ports`); it logs the
+  one ``engine-server listening on ...`` line once every worker serves;
+- applies the runner's :class:`~.runner.SignalPolicy` to its SIGTERM and SIGINT: the first drains every worker,
+  a second kills; it exits 0 when every worker drained and exited 0, and 1 otherwise;
 - replaces a worker that dies while the server is running (logged as an error), but gives up, drains the others
   and exits 1 if a worker dies before it ever served: a worker that cannot start would only crash again;
-- with ``--metrics-port``, has the workers write their metrics in prometheus-client's multiprocess mode to a
-  temporary directory of its own (``PROMETHEUS_MULTIPROC_DIR``) and serves the merged view itself, with each
-  process's ``process_*`` metrics labelled ``worker``; it removes the directory on the way out.
+- with ``--metrics-port``, serves the workers' merged metrics itself (:mod:`.worker_metrics`).
 
 It talks to each worker over a pipe: the worker reports ``ready`` or its startup error, the supervisor sends
-``drain`` or ``kill``. A worker whose pipe closes (the supervisor died) drains on its own. Workers ignore SIGINT:
-a Ctrl-C in a terminal reaches the whole process group, and only the supervisor should act on it, once. The
-worker's side is :mod:`.worker`.
+``drain`` or ``kill``. Workers ignore SIGINT: a Ctrl-C in a terminal reaches the whole process group, and only
+the supervisor should act on it, once.
 """
 
 from __future__ import annotations
 
 import contextlib
 import dataclasses
-import importlib.util
 import logging
 import multiprocessing
-import os
-import shutil
 import signal
 import socket
-import tempfile
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Iterable
 from dataclasses import dataclass
 from multiprocessing.connection import Connection, wait
 from multiprocessing.process import BaseProcess
 from types import FrameType
 from typing import Any
 
-from prometheus_client import CollectorRegistry, multiprocess
-from prometheus_client.metrics_core import Metric
-from prometheus_client.platform_collector import PlatformCollector
-from prometheus_client.process_collector import ProcessCollector
-
 from .app import ServerConfig, StartupError
-from .metrics import MetricsEndpoint, MetricsStartError
+from .ports import bind_reuseport, free_port
+from .runner import Action, SignalPolicy, event_loop
 from .worker import WorkerSpec, worker_main
+from .worker_metrics import WorkerMetrics
 
-__all__ = ["serve_workers"]
+__all__ = ["Supervisor", "serve_workers"]
 
 log = logging.getLogger("engine_runtime.server")
 
-MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"
 # How long past the drain and stop timeouts a worker may take to exit before it is killed outright.
 EXIT_GRACE = 30.0
 
@@ -68,12 +56,12 @@ def serve_workers(
     """Serve ``config``'s port from ``count`` worker processes until a signal drains them; return the exit code.
 
     Raises :class:`~.app.StartupError` (one line) when the server cannot start: the port or the metrics
-    port is taken, a unix socket was asked for, or a worker failed before it served.
+    port is taken, a unix socket was asked for, uvloop was asked for and is missing, or a worker failed before it
+    served.
     """
     if config.uds or config.no_tcp:
         raise StartupError("--workers serves TCP only: several processes cannot share one unix socket (--uds)")
-    if loop_name == "uvloop" and importlib.util.find_spec("uvloop") is None:
-        raise StartupError("--loop uvloop: uvloop is not installed")
+    event_loop(loop_name)  # the workers' loop: a missing uvloop is an error here, once
     spec = WorkerSpec(
         targets=tuple(targets),
         config=config,
@@ -104,7 +92,7 @@ class Supervisor:
         self._context = multiprocessing.get_context("spawn")
         self._workers: dict[int, _Worker] = {}
         self._signals: list[int] = []
-        self._received = 0
+        self._policy = SignalPolicy(self._describe)
         self._stopping = False
         self._deadline: float | None = None
         self._failed = False
@@ -112,8 +100,7 @@ class Supervisor:
         self._announced = False
         self._wake_r, self._wake_w = socket.socketpair()
         self._wake_w.setblocking(False)
-        self._metrics_dir: str | None = None
-        self._endpoint: MetricsEndpoint | None = None
+        self._metrics: WorkerMetrics | None = None
         self._placeholder: socket.socket | None = None
 
     def run(self) -> int:
@@ -121,14 +108,14 @@ class Supervisor:
         c = self.spec.config
         previous = {signum: signal.signal(signum, self._on_signal) for signum in (signal.SIGTERM, signal.SIGINT)}
         try:
-            port = _free_port(c.host, c.port)
+            port = free_port(c.host, c.port)
             # Held (bound, not listening) until the workers listen, so that nothing else takes the port meanwhile.
-            self._placeholder = _bind_reuseport(c.host, port)
+            self._placeholder = bind_reuseport(c.host, port)
             self.spec = dataclasses.replace(
                 self.spec, config=dataclasses.replace(c, port=port, reuse_port=True, metrics_port=None, announce=False)
             )
             if c.metrics_port is not None:
-                self._serve_metrics(c.host, c.metrics_port)
+                self._metrics = WorkerMetrics.start(c.host, c.metrics_port, self.processes)
             for index in range(self.count):
                 self._spawn(index)
             while self._workers:
@@ -140,7 +127,7 @@ class Supervisor:
         if self._fatal is not None:
             raise StartupError(self._fatal)
         log.info("all workers drained; bye" if not self._failed else "all workers have exited")
-        return 1 if self._failed or self._received > 1 else 0
+        return 1 if self._failed or self._policy.killed else 0
 
     # -- the loop ----------------------------------------------------------------------------------------------
 
@@ -176,16 +163,14 @@ class Supervisor:
 
     def _relay_signals(self) -> None:
         while self._signals:
-            name = signal.Signals(self._signals.pop(0)).name
-            self._received += 1
-            if self._received == 1:
-                log.info("%s: draining %d workers (a second signal kills at once)", name, len(self._workers))
-                self._stop("drain")
-            else:
-                log.warning("%s again: killing every generation in every worker now", name)
-                self._stop("kill")
+            self._stop(self._policy.on_signal(self._signals.pop(0)))
 
-    def _stop(self, how: str) -> None:
+    def _describe(self, action: Action) -> str:
+        if action == "drain":
+            return f"draining {len(self._workers)} workers"
+        return "killing every generation in every worker now"
+
+    def _stop(self, how: Action) -> None:
         self._stopping = True
         c = self.spec.config
         if self._deadline is None:
@@ -214,7 +199,7 @@ class Supervisor:
         if self._stopping:
             self._send(worker, "drain")
 
-    def _send(self, worker: _Worker, message: str) -> None:
+    def _send(self, worker: _Worker, message: Action) -> None:
         if worker.conn is None:
             return
         with contextlib.suppress(OSError):  # it is exiting; its sentinel will tell
@@ -261,18 +246,17 @@ class Supervisor:
         if worker.conn is not None:
             worker.conn.close()
         del self._workers[worker.index]
-        if self._metrics_dir is not None:
-            # Its in-flight gauge goes; its counters and histograms stay in the totals.
-            multiprocess.mark_process_dead(worker.pid, self._metrics_dir)  # type: ignore[no-untyped-call]
+        if self._metrics is not None:
+            self._metrics.process_died(worker.pid)
         code = worker.process.exitcode
         if self._stopping:
             if code != 0:
                 self._failed = True
                 if worker.ready:  # one that never served has nothing to add to the error already reported
-                    log.warning("worker %d (pid %d) ended with %s", worker.index, worker.pid, _describe(code))
+                    log.warning("worker %d (pid %d) ended with %s", worker.index, worker.pid, _how_it_ended(code))
             return
         if not worker.ready:
-            self._fatal = worker.error or f"worker {worker.index} ended with {_describe(code)} before it served"
+            self._fatal = worker.error or f"worker {worker.index} ended with {_how_it_ended(code)} before it served"
             self._failed = True
             self._stop("drain")
             return
@@ -282,29 +266,9 @@ class Supervisor:
             "worker %d (pid %d) ended with %s while serving; starting a new one",
             worker.index,
             worker.pid,
-            _describe(code),
+            _how_it_ended(code),
         )
         self._spawn(worker.index)
-
-    # -- metrics -----------------------------------------------------------------------------------------------
-
-    def _serve_metrics(self, host: str, port: int) -> None:
-        try:
-            self._metrics_dir = tempfile.mkdtemp(prefix="engine-server-metrics-")
-        except OSError as error:
-            raise StartupError(
-                f"--workers with --metrics-port needs a writable temporary directory (TMPDIR): {error.strerror}"
-            ) from None
-        # Read by prometheus-client when a worker imports it: the workers inherit the environment.
-        os.environ[MULTIPROC_ENV] = self._metrics_dir
-        registry = CollectorRegistry()
-        multiprocess.MultiProcessCollector(registry, path=self._metrics_dir)  # type: ignore[no-untyped-call]
-        registry.register(_ProcessesCollector(self))
-        PlatformCollector(registry=registry)
-        try:
-            self._endpoint = MetricsEndpoint.start(registry, host, port)
-        except MetricsStartError as error:
-            raise StartupError(str(error)) from None
 
     def processes(self) -> dict[str, int | str]:
         """The processes whose ``process_*`` metrics are served, by their ``worker`` label."""
@@ -319,71 +283,13 @@ class Supervisor:
             worker.process.join()
         if self._placeholder is not None:
             self._placeholder.close()
-        if self._endpoint is not None:
-            self._endpoint.close()
-        if self._metrics_dir is not None:
-            os.environ.pop(MULTIPROC_ENV, None)
-            shutil.rmtree(self._metrics_dir, ignore_errors=True)
+        if self._metrics is not None:
+            self._metrics.close()
         self._wake_r.close()
         self._wake_w.close()
 
 
-class _ProcessesCollector:
-    """``process_*`` metrics of the supervisor and of every worker, one family each, labelled ``worker``."""
-
-    def __init__(self, supervisor: Supervisor) -> None:
-        self._supervisor = supervisor
-
-    def collect(self) -> Iterable[Metric]:
-        families: dict[str, Metric] = {}
-        for label, pid in self._supervisor.processes().items():
-            for family in ProcessCollector(pid=_constant(pid), registry=None).collect():
-                merged = families.get(family.name)
-                if merged is None:
-                    merged = families[family.name] = Metric(family.name, family.documentation, family.type)
-                for sample in family.samples:
-                    merged.add_sample(sample.name, {**sample.labels, "worker": label}, sample.value)
-        return list(families.values())
-
-
-def _constant(pid: int | str) -> Callable[[], int | str]:
-    return lambda: pid
-
-
-def _describe(code: int | None) -> str:
+def _how_it_ended(code: int | None) -> str:
     if code is not None and code < 0:
         return f"signal {signal.Signals(-code).name}"
     return f"exit code {code}"
-
-
-def _free_port(host: str, port: int) -> int:
-    """Check that ``host:port`` is free, or pick a free port for 0.
-
-    The probe binds without SO_REUSEPORT, so a server already listening there, with SO_REUSEPORT or not, is
-    refused here rather than joined silently by the workers.
-    """
-    try:
-        family, _, _, _, address = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)[0]
-    except socket.gaierror as error:
-        raise StartupError(f"cannot listen on {host}:{port}: {error.strerror}") from None
-    with socket.socket(family, socket.SOCK_STREAM) as probe:
-        # Like grpc's own listener: a port with connections in TIME_WAIT is free.
-        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        try:
-            probe.bind(address)
-        except OSError as error:
-            raise StartupError(f"cannot listen on {host}:{port}: {error.strerror} (is the port in use?)") from None
-        return int(probe.getsockname()[1])
-
-
-def _bind_reuseport(host: str, port: int) -> socket.socket:
-    family, _, _, _, address = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)[0]
-    sock = socket.socket(family, socket.SOCK_STREAM)
-    try:
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
-        sock.bind(address)
-    except OSError as error:
-        sock.close()
-        raise StartupError(f"cannot listen on {host}:{port}: {error.strerror} (is the port in use?)") from None
-    return sock
