@@ -110,6 +110,7 @@ class EngineServer:
         self._closed = asyncio.Event()
         self._drain_task: asyncio.Task[None] | None = None
         self._watchdog: LoopWatchdog | None = None
+        self._stopping: asyncio.Future[None] | None = None
 
     async def start(self) -> None:
         """Bind the listeners and start serving. Raises :class:`StartupError` with a one-line reason."""
@@ -223,17 +224,15 @@ class EngineServer:
             self._closed.set()
             return
         c = self.config
-        # Refuse new generations before health says NOT_SERVING: whoever sees NOT_SERVING is refused too.
+        # Refuse new generations before health says NOT_SERVING: whoever sees NOT_SERVING is refused too. The
+        # listeners stay open until the end, so health keeps answering on new connections while it drains.
         self.service.draining = True
         await self.engine_health.stop()
         log.info("draining: %d generations in flight", len(self.inflight))
         await self.health.enter_graceful_shutdown()
-        # Stops the listeners at once (new calls: UNAVAILABLE); calls still open at the grace are cancelled.
-        stopping = asyncio.ensure_future(server.stop(c.drain_timeout + c.stop_timeout + 5))
         await self.inflight.drain(c.drain_timeout, c.stop_timeout, c.kill_timeout)
         # What remains are long-lived non-generation calls (health Watch): nothing to wait for.
-        await server.stop(0)
-        await stopping
+        await self._stop_grpc()
         if c.uds:
             with contextlib.suppress(FileNotFoundError):
                 os.unlink(c.uds)
@@ -243,13 +242,22 @@ class EngineServer:
 
     async def kill(self) -> None:
         """Stop at once: every generation is killed and every call cancelled."""
+        self.service.draining = True
         await self.engine_health.stop()
         for generation in self.inflight:
             generation.kill(Cause.DRAIN)
-        if self._server is not None:
-            await self._server.stop(0)
+        await self._stop_grpc()
         self._closing()
         self._closed.set()
+
+    async def _stop_grpc(self) -> None:
+        """Stop grpc's server once, whoever asks (the drain, a kill, or both): two concurrent ``stop`` calls on
+        one grpc.aio server can crash the process (SIGSEGV in grpc's shutdown)."""
+        if self._server is None:
+            return
+        if self._stopping is None:
+            self._stopping = asyncio.ensure_future(self._server.stop(0))
+        await asyncio.shield(self._stopping)
 
     def _closing(self) -> None:
         if self._watchdog is not None:
