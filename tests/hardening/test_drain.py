@@ -1,4 +1,4 @@
-"""Graceful drain on SIGTERM/SIGINT, as SPEC sections 3 and 7 set it, on the real console script."""
+"""Graceful drain on SIGTERM/SIGINT (docs/operations.md, *Shutting down*), on the real console script."""
 
 from __future__ import annotations
 
@@ -104,3 +104,39 @@ async def test_health_turns_not_serving_when_the_drain_starts(make_server: Serve
             last = reply.finish_reason  # type: ignore[attr-defined]
         assert last == pb.FINISH_REASON_COMPLETED
         await asyncio.wait_for(drain, 10)
+
+
+def test_a_drain_exits_within_its_timeouts_even_when_engines_ignore_their_kill(
+    start_server: type[ServerProcess],
+) -> None:
+    server = start_server(
+        "tests.engines:registry", "--port", "0", "--drain-timeout", "0.3", "--stop-timeout", "0.3",
+        "--kill-timeout", "0.3",
+    )  # fmt: skip
+    address = server.wait_listening()
+    requests = [CountRequest(count=0) for _ in range(2)]  # count 0: swallows every cancellation, for ever
+    results = asyncio.run(run_streams(address, "swallows_kill", requests, lambda: server.signal(signal.SIGTERM)))
+    assert [code for code, _ in results] == ["UNAVAILABLE", "UNAVAILABLE"]
+    assert server.wait(30) == 0, server.output
+    assert "ignored a kill" in server.output and "exiting with 2 engine tasks" in server.output
+
+
+def test_an_engine_raising_system_exit_leaves_the_process_serving(start_server: type[ServerProcess]) -> None:
+    server = start_server("tests.engines:registry", "--port", "0")
+    address = server.wait_listening()
+
+    async def call_and_check() -> tuple[str, int]:
+        async with grpc.aio.insecure_channel(address) as channel:
+            stub = pbg.EngineServiceStub(channel)
+            try:
+                async for _ in stub.Generate(generate_request("exits", EchoRequest(text="exit"))):
+                    pass
+            except grpc.aio.AioRpcError as error:
+                code = error.code().name
+            health: Any = health_pb2_grpc.HealthStub(channel)
+            reply = await health.Check(health_pb2.HealthCheckRequest(service=""), timeout=10)
+            return code, reply.status
+
+    assert asyncio.run(call_and_check()) == ("INTERNAL", health_pb2.HealthCheckResponse.SERVING)
+    server.signal(signal.SIGTERM)
+    assert server.wait() == 0, server.output
