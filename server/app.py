@@ -66,6 +66,7 @@ class ServerConfig:
     max_connection_idle: float = 300.0
     engine_threads: int = DEFAULT_ENGINE_THREADS
     loop_stall_warning: float = 0.1  # 0: no watchdog
+    worker_heartbeat_timeout: float = 10.0  # --workers only
     tls_cert: str | None = None
     tls_key: str | None = None
     tls_client_ca: str | None = None

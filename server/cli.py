@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import sys
 import tomllib
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
@@ -15,10 +16,11 @@ import click
 
 from .app import ServerConfig, StartupError
 from .logs import configure_logging
-from .runner import run_server
-from .supervisor import serve_workers
+from .runner import event_loop, run_server
+from .supervisor import Supervisor
 from .targets import TargetError, load_targets
 from .threads import DEFAULT_ENGINE_THREADS
+from .worker import WorkerSpec
 
 __all__ = ["main"]
 
@@ -109,6 +111,12 @@ def _load_config(ctx: click.Context, param: click.Parameter, value: str | None) 
     default=0.1,
     type=click.FloatRange(0),
     help="Log an event-loop stall longer than this many seconds, naming the engine; 0 turns the watchdog off.",
+)
+@click.option(
+    "--worker-heartbeat-timeout",
+    default=10.0,
+    type=click.FloatRange(0.3),
+    help="With --workers: seconds a worker may leave a heartbeat unanswered before it is replaced.",
 )
 @click.option(
     "--max-streams-per-connection",
@@ -206,6 +214,7 @@ def _server_config(options: dict[str, Any]) -> ServerConfig:
         max_streams_per_connection=options["max_streams_per_connection"],
         max_connections=options["max_connections"],
         max_connection_idle=options["max_connection_idle"],
+        worker_heartbeat_timeout=options["worker_heartbeat_timeout"],
         keepalive_time=options["keepalive_time"],
         ping_timeout=options["ping_timeout"],
         tls_cert=options["tls_cert"],
@@ -220,3 +229,26 @@ def _server_config(options: dict[str, Any]) -> ServerConfig:
 
 def main() -> None:
     command()
+
+
+def serve_workers(
+    targets: Iterable[str], config: ServerConfig, count: int, *, log_format: str, log_level: str, loop_name: str
+) -> int:
+    """Serve ``config``'s port from ``count`` worker processes until a signal drains them; return the exit code.
+
+    Raises :class:`~.app.StartupError` (one line) when the server cannot start: the port or the metrics
+    port is taken, a unix socket was asked for, uvloop was asked for and is missing, or a worker failed before it
+    served.
+    """
+    if config.uds or config.no_tcp:
+        raise StartupError("--workers serves TCP only: several processes cannot share one unix socket (--uds)")
+    event_loop(loop_name)  # the workers' loop: a missing uvloop is an error here, once
+    spec = WorkerSpec(
+        targets=tuple(targets),
+        config=config,
+        log_format=log_format,
+        log_level=log_level,
+        loop_name=loop_name,
+        metrics=config.metrics_port is not None,
+    )
+    return Supervisor(spec, count).run()

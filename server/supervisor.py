@@ -7,17 +7,16 @@ goes to the same worker, and a client balances across workers only by opening se
 
 The supervisor (the process the user started):
 
-- checks the port is free (and picks one for ``--port 0``) before any worker starts (:mod:`.ports`); it logs the
-  one ``engine-server listening on ...`` line once every worker serves;
-- applies the runner's :class:`~.runner.SignalPolicy` to its SIGTERM and SIGINT: the first drains every worker,
-  a second kills; it exits 0 when every worker drained and exited 0, and 1 otherwise;
-- replaces a worker that dies while the server is running (logged as an error), but gives up, drains the others
-  and exits 1 if a worker dies before it ever served: a worker that cannot start would only crash again;
+- checks the port is free (or picks one for ``--port 0``) before any worker starts (:mod:`.ports`), and logs
+  the one ``engine-server listening on ...`` line once every worker serves;
+- applies the runner's :class:`~.runner.SignalPolicy` to SIGTERM and SIGINT (the first drains every worker, a
+  second kills); it exits 0 when every worker drained and exited 0, and 1 otherwise;
+- replaces a worker that dies, or stops answering its heartbeats (:mod:`.heartbeat`), while the server runs,
+  but drains the others and exits 1 if a worker dies before it ever served: it would only crash again;
 - with ``--metrics-port``, serves the workers' merged metrics itself (:mod:`.worker_metrics`).
 
-It talks to each worker over a pipe: the worker reports ``ready`` or its startup error, the supervisor sends
-``drain`` or ``kill``. Workers ignore SIGINT: a Ctrl-C in a terminal reaches the whole process group, and only
-the supervisor should act on it, once.
+Over each worker's pipe: ``ready`` or a startup error, and ``pong``, come in; ``drain``, ``kill`` and ``ping`` go
+out. Workers ignore SIGINT: a Ctrl-C reaches the whole process group, and only the supervisor acts on it.
 """
 
 from __future__ import annotations
@@ -29,48 +28,25 @@ import multiprocessing
 import signal
 import socket
 import time
-from collections.abc import Iterable
 from dataclasses import dataclass
 from multiprocessing.connection import Connection, wait
 from multiprocessing.process import BaseProcess
 from types import FrameType
 from typing import Any
 
-from .app import ServerConfig, StartupError
+from .app import StartupError
+from .heartbeat import Heartbeats
 from .ports import bind_reuseport, free_port
-from .runner import Action, SignalPolicy, event_loop
+from .runner import Action, SignalPolicy
 from .worker import WorkerSpec, worker_main
 from .worker_metrics import WorkerMetrics
 
-__all__ = ["Supervisor", "serve_workers"]
+__all__ = ["Supervisor"]
 
 log = logging.getLogger("engine_runtime.server")
 
 # How long past the drain and stop timeouts a worker may take to exit before it is killed outright.
 EXIT_GRACE = 30.0
-
-
-def serve_workers(
-    targets: Iterable[str], config: ServerConfig, count: int, *, log_format: str, log_level: str, loop_name: str
-) -> int:
-    """Serve ``config``'s port from ``count`` worker processes until a signal drains them; return the exit code.
-
-    Raises :class:`~.app.StartupError` (one line) when the server cannot start: the port or the metrics
-    port is taken, a unix socket was asked for, uvloop was asked for and is missing, or a worker failed before it
-    served.
-    """
-    if config.uds or config.no_tcp:
-        raise StartupError("--workers serves TCP only: several processes cannot share one unix socket (--uds)")
-    event_loop(loop_name)  # the workers' loop: a missing uvloop is an error here, once
-    spec = WorkerSpec(
-        targets=tuple(targets),
-        config=config,
-        log_format=log_format,
-        log_level=log_level,
-        loop_name=loop_name,
-        metrics=config.metrics_port is not None,
-    )
-    return Supervisor(spec, count).run()
 
 
 @dataclass
@@ -102,6 +78,7 @@ class Supervisor:
         self._wake_w.setblocking(False)
         self._metrics: WorkerMetrics | None = None
         self._placeholder: socket.socket | None = None
+        self._beats = Heartbeats(spec.config.worker_heartbeat_timeout)
 
     def run(self) -> int:
         """Run until every worker has exited; return the process's exit code."""
@@ -133,7 +110,8 @@ class Supervisor:
 
     def _step(self) -> None:
         self._relay_signals()
-        timeout = None if self._deadline is None else max(0.0, self._deadline - time.monotonic())
+        now = time.monotonic()
+        timeout = self._beats.wait(now) if self._deadline is None else max(0.0, self._deadline - now)
         waitables: list[Any] = [self._wake_r]
         for worker in self._workers.values():
             waitables.append(worker.process.sentinel)
@@ -148,12 +126,30 @@ class Supervisor:
         for worker in list(self._workers.values()):
             if worker.process.sentinel in ready:
                 self._exited(worker)
+        if not self._stopping:
+            self._check_heartbeats(time.monotonic())
         if self._deadline is not None and time.monotonic() >= self._deadline:
             for worker in self._workers.values():
                 log.error("worker %d (pid %d) did not exit in time; killing it", worker.index, worker.pid)
                 worker.process.kill()
             self._deadline = None  # the sentinels now fire
             self._failed = True
+
+    def _check_heartbeats(self, now: float) -> None:
+        for index in self._beats.overdue(now):
+            worker = self._workers[index]
+            log.error(
+                "worker %d (pid %d) has not answered a heartbeat for %.1fs; replacing it",
+                index,
+                worker.pid,
+                self._beats.timeout,
+            )
+            self._beats.forget(index)
+            worker.process.kill()  # SIGKILL ends a stopped process too; its sentinel then fires
+        if self._beats.due(now):
+            for worker in self._workers.values():
+                if worker.ready:
+                    self._send(worker, "ping")
 
     def _on_signal(self, signum: int, frame: FrameType | None) -> None:
         # Only note it here: the loop acts on it, outside the signal handler.
@@ -199,7 +195,7 @@ class Supervisor:
         if self._stopping:
             self._send(worker, "drain")
 
-    def _send(self, worker: _Worker, message: Action) -> None:
+    def _send(self, worker: _Worker, message: str) -> None:
         if worker.conn is None:
             return
         with contextlib.suppress(OSError):  # it is exiting; its sentinel will tell
@@ -215,8 +211,11 @@ class Supervisor:
             return
         if message[0] == "error":
             worker.error = message[1]
+        elif message[0] == "pong":
+            self._beats.answered(worker.index, time.monotonic())
         elif message[0] == "ready":
             worker.ready = True
+            self._beats.answered(worker.index, time.monotonic())
             addresses, engines = message[1], message[2]
             if (
                 not self._announced
@@ -246,6 +245,7 @@ class Supervisor:
         if worker.conn is not None:
             worker.conn.close()
         del self._workers[worker.index]
+        self._beats.forget(worker.index)
         if self._metrics is not None:
             self._metrics.process_died(worker.pid)
         code = worker.process.exitcode

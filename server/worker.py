@@ -107,5 +107,7 @@ class _SupervisorPipe:
             log.warning("worker %d: the supervisor is gone; draining", self.index)
             self._act("drain")
             return
-        if message in ("drain", "kill"):
+        if message == "ping":
+            self.conn.send(("pong",))  # answered from the event loop: proof that this worker serves
+        elif message in ("drain", "kill"):
             self._act(message)

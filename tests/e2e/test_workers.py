@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import os
 import signal
@@ -159,3 +160,32 @@ def test_a_bad_set_up_is_one_line_and_a_non_zero_exit(args: tuple[str, ...], say
     lines = result.stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("Error: "), result.stderr
     assert says.format(taken=taken_port) in result.stderr and "Traceback" not in result.stderr
+
+
+def test_a_worker_that_stops_answering_is_replaced(start_server: type[ServerProcess]) -> None:
+    server = start_server(TARGET, "--port", "0", "--workers", "2", "--worker-heartbeat-timeout", "1")
+    address = server.wait_listening()
+    pids = server.wait_for(r"pids (\d+), (\d+)").groups()
+    frozen = int(pids[0])
+    os.kill(frozen, signal.SIGSTOP)  # alive, holding its share of the port, and answering nothing
+    try:
+        replaced = server.wait_for(rf"worker \d \(pid {frozen}\) has not answered a heartbeat", timeout=30)
+        server.wait_for(r"starting a new one", timeout=30, after=0)
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(frozen, signal.SIGCONT)
+    assert replaced
+
+    async def new_calls() -> list[grpc.StatusCode]:
+        async def one() -> grpc.StatusCode:
+            async with grpc.aio.insecure_channel(address, options=OWN_CONNECTION) as channel:
+                out = await collect(
+                    pbg.EngineServiceStub(channel), "echo", EchoRequest(text="x"), EchoResponse, timeout=5
+                )
+            return out.code
+
+        return await asyncio.gather(*(one() for _ in range(10)))
+
+    assert asyncio.run(new_calls()) == [grpc.StatusCode.OK] * 10
+    server.signal(signal.SIGTERM)
+    assert server.wait(60) == 0, server.output
