@@ -8,9 +8,9 @@ from __future__ import annotations
 
 import sys
 import tomllib
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import click
 
@@ -23,6 +23,8 @@ from .threads import DEFAULT_ENGINE_THREADS
 from .worker import WorkerSpec
 
 __all__ = ["main"]
+
+F = TypeVar("F", bound=Callable[..., Any])
 
 
 def _load_config(ctx: click.Context, param: click.Parameter, value: str | None) -> str | None:
@@ -43,6 +45,14 @@ def _load_config(ctx: click.Context, param: click.Parameter, value: str | None) 
         defaults[name] = item
     ctx.default_map = {**(ctx.default_map or {}), **defaults}
     return value
+
+
+def _seconds(name: str, default: float, minimum: float, help: str) -> Callable[[F], F]:
+    return click.option(name, default=default, type=click.FloatRange(minimum), help=help)
+
+
+def _count(name: str, default: int, minimum: int, help: str) -> Callable[[F], F]:
+    return click.option(name, default=default, type=click.IntRange(minimum), help=help)
 
 
 @click.command(context_settings={"auto_envvar_prefix": "ENGINE_SERVER", "show_default": True})
@@ -78,83 +88,34 @@ def _load_config(ctx: click.Context, param: click.Parameter, value: str | None) 
     type=click.Path(dir_okay=False),
     help="File holding a token every call but health must carry as `authorization: Bearer <token>`.",
 )
-@click.option("--max-concurrency", default=0, type=click.IntRange(0), help="Generations in flight; 0: no limit.")
-@click.option(
-    "--max-engine-concurrency", default=0, type=click.IntRange(0), help="Generations in flight per engine; 0: no limit."
-)
-@click.option(
-    "--max-message-bytes", default=4 * 1024 * 1024, type=click.IntRange(1024), help="Largest message sent or received."
-)
-@click.option(
-    "--drain-timeout", default=30.0, type=click.FloatRange(0), help="Seconds streams may run on after SIGTERM."
-)
-@click.option(
-    "--stop-timeout",
-    default=10.0,
-    type=click.FloatRange(0),
-    help="Seconds after the graceful stop before streams are killed.",
-)
-@click.option(
+@_count("--max-concurrency", 0, 0, "Generations in flight; 0: no limit.")
+@_count("--max-engine-concurrency", 0, 0, "Generations in flight per engine; 0: no limit.")
+@_count("--max-message-bytes", 4 * 1024 * 1024, 1024, "Largest message sent or received.")
+@_seconds("--drain-timeout", 30.0, 0, "Seconds streams may run on after SIGTERM.")
+@_seconds("--stop-timeout", 10.0, 0, "Seconds after the graceful stop before streams are killed.")
+@_seconds(
     "--kill-timeout",
-    default=2.0,
-    type=click.FloatRange(0.01),
-    help="Seconds a killed engine has to end; then its call ends anyway and its task is counted as a zombie.",
+    2.0,
+    0.01,
+    "Seconds a killed engine has to end; then its call ends anyway (its task: a zombie).",
 )
-@click.option(
-    "--engine-threads",
-    default=DEFAULT_ENGINE_THREADS,
-    type=click.IntRange(1),
-    help="Worker threads that sync engines (a plain def generator or function) run in.",
+@_count("--engine-threads", DEFAULT_ENGINE_THREADS, 1, "Worker threads that sync engines (a plain def) run in.")
+@_seconds(
+    "--loop-stall-warning", 0.1, 0, "Log an event-loop stall longer than this, naming the engine; 0: no watchdog."
 )
-@click.option(
-    "--loop-stall-warning",
-    default=0.1,
-    type=click.FloatRange(0),
-    help="Log an event-loop stall longer than this many seconds, naming the engine; 0 turns the watchdog off.",
-)
-@click.option(
+@_seconds(
     "--worker-heartbeat-timeout",
-    default=10.0,
-    type=click.FloatRange(0.3),
-    help="With --workers: seconds a worker may leave a heartbeat unanswered before it is replaced.",
+    10.0,
+    0.3,
+    "With --workers: seconds of unanswered heartbeats before a worker is replaced.",
 )
-@click.option(
-    "--max-streams-per-connection",
-    default=1024,
-    type=click.IntRange(1),
-    help="Streams one connection may have open (HTTP/2 MAX_CONCURRENT_STREAMS).",
-)
-@click.option(
-    "--max-connections",
-    default=0,
-    type=click.IntRange(0),
-    help="Connections accepted at once; 0: the soft file limit less 64 kept for the server itself.",
-)
-@click.option(
-    "--max-connection-idle",
-    default=300.0,
-    type=click.FloatRange(0.1),
-    help="Seconds without a call before a connection is closed (GOAWAY).",
-)
-@click.option("--keepalive-time", default=30.0, type=click.FloatRange(0.1), help="Seconds between keepalive pings.")
-@click.option(
-    "--ping-timeout",
-    default=10.0,
-    type=click.FloatRange(0.1),
-    help="Seconds without a ping answer before a client counts as gone (its generations are killed).",
-)
-@click.option(
-    "--engine-health-interval",
-    default=10.0,
-    type=click.FloatRange(0.1),
-    help="Seconds between runs of an idle engine's health request (for engines that declare one).",
-)
-@click.option(
-    "--engine-health-timeout",
-    default=5.0,
-    type=click.FloatRange(0.01),
-    help="Seconds a health run may take before it is killed and the engine reported NOT_SERVING.",
-)
+@_count("--max-streams-per-connection", 1024, 1, "Streams one connection may have open (MAX_CONCURRENT_STREAMS).")
+@_count("--max-connections", 0, 0, "Connections accepted at once; 0: the soft file limit less 64 kept for the server.")
+@_seconds("--max-connection-idle", 300.0, 0.1, "Seconds without a call before a connection is closed (GOAWAY).")
+@_seconds("--keepalive-time", 30.0, 0.1, "Seconds between keepalive pings.")
+@_seconds("--ping-timeout", 10.0, 0.1, "Seconds without a ping answer before a client counts as gone (and is killed).")
+@_seconds("--engine-health-interval", 10.0, 0.1, "Seconds between runs of an idle engine's declared health request.")
+@_seconds("--engine-health-timeout", 5.0, 0.01, "Seconds a health run may take before the engine is NOT_SERVING.")
 @click.option("--log-format", default="text", type=click.Choice(["text", "json"]))
 @click.option("--log-level", default="info", type=click.Choice(["debug", "info", "warning", "error"]))
 @click.option(

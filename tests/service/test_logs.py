@@ -10,6 +10,7 @@ import pytest
 
 from engine_runtime.generated.engine.v1 import engine_pb2_grpc as pbg
 from engine_runtime.generated.examples.v1.examples_pb2 import CountRequest, CountResponse, EchoRequest, EchoResponse
+from engine_runtime.server.app import EngineServer
 from engine_runtime.server.logs import JsonFormatter, RefusalLog, TextFormatter, log_request
 from tests.conftest import ServerFactory
 from tests.helpers import collect, first_reply, generate_request, stop_request
@@ -18,6 +19,19 @@ pytestmark = pytest.mark.asyncio
 
 TOKEN = "s3cret-token-that-must-not-leak"
 AUTH = (("authorization", f"Bearer {TOKEN}"),)
+
+
+@pytest.fixture
+def logged(make_server: ServerFactory, caplog: pytest.LogCaptureFixture) -> ServerFactory:
+    """Start a server whose finished requests are logged, with INFO lines captured."""
+    caplog.set_level(logging.INFO)
+
+    async def start(**config: object) -> EngineServer:
+        server = await make_server(**config)
+        server.service.on_finished(log_request)
+        return server
+
+    return start
 
 
 def both_formats(record: logging.LogRecord) -> tuple[dict[str, object], str]:
@@ -84,12 +98,8 @@ async def test_an_engine_failure_line_names_the_request(
     assert "request_id=fail-1" in text and "engine=fails" in text
 
 
-async def test_a_kill_at_shutdown_is_logged_as_a_drain(
-    make_server: ServerFactory, caplog: pytest.LogCaptureFixture
-) -> None:
-    caplog.set_level(logging.INFO)
-    server = await make_server()
-    server.service.on_finished(log_request)
+async def test_a_kill_at_shutdown_is_logged_as_a_drain(logged: ServerFactory, caplog: pytest.LogCaptureFixture) -> None:
+    server = await logged()
     async with grpc.aio.insecure_channel(server.addresses[0]) as channel:
         call = pbg.EngineServiceStub(channel).Generate(generate_request("probe", CountRequest(delay_s=0.01), "end-1"))
         await call.read()
@@ -100,11 +110,9 @@ async def test_a_kill_at_shutdown_is_logged_as_a_drain(
 
 
 async def test_the_log_says_what_the_client_got_for_an_oversized_item_and_a_deadline(
-    make_server: ServerFactory, caplog: pytest.LogCaptureFixture
+    logged: ServerFactory, caplog: pytest.LogCaptureFixture
 ) -> None:
-    caplog.set_level(logging.INFO)
-    server = await make_server(max_message_bytes=2048)
-    server.service.on_finished(log_request)
+    server = await logged(max_message_bytes=2048)
     async with grpc.aio.insecure_channel(server.addresses[0]) as channel:
         stub = pbg.EngineServiceStub(channel)
         big = await collect(stub, "count", CountRequest(count=3, size=3000), CountResponse, request_id="big-1")
@@ -135,13 +143,11 @@ async def test_each_refused_call_gets_one_line_within_a_rate(
 
 
 async def test_a_client_that_leaves_right_after_the_last_message_is_logged_as_complete(
-    make_server: ServerFactory, caplog: pytest.LogCaptureFixture
+    logged: ServerFactory, caplog: pytest.LogCaptureFixture
 ) -> None:
     # The race behind a stream whose client printed every item and `completed`, logged `killed ... items=0`:
     # the client had the final message and left while the handler was still inside its last write.
-    caplog.set_level(logging.INFO)
-    server = await make_server()
-    server.service.on_finished(log_request)
+    server = await logged()
     async with grpc.aio.insecure_channel(server.addresses[0]) as channel:
         stub = pbg.EngineServiceStub(channel)
         for n in range(30):
