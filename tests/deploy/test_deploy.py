@@ -222,7 +222,7 @@ def test_the_build_context_leaves_out_local_state() -> None:
     for path in (
         ".venv/bin/python",
         ".git/HEAD",
-        "tests/unit/test_context.py",
+        "tests/server/test_context.py",
         "server/__pycache__/app.cpython-311.pyc",
         ".mypy_cache/3.11/x.json",
         ".ruff_cache/x",

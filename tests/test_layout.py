@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-ROOT = Path(__file__).resolve().parents[2]
+ROOT = Path(__file__).resolve().parents[1]
 PACKAGES = ("server", "client")
 CODE = [path for folder in (*PACKAGES, "benchmarks", "examples") for path in sorted((ROOT / folder).glob("*.py"))]
 PROJECT = CODE + sorted((ROOT / "tests").rglob("*.py")) + sorted((ROOT / "scripts").glob("*.py"))

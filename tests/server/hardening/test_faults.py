@@ -29,7 +29,7 @@ from tests.conftest import ServerFactory
 from tests.engines import PROBES, registry
 from tests.helpers import collect, generate_request, stop_request
 
-ROOT = Path(__file__).resolve().parents[2]
+ROOT = Path(__file__).resolve().parents[3]
 
 
 @pytest.mark.asyncio
