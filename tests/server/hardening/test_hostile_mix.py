@@ -1,10 +1,10 @@
 """A hostile mix: misbehaving engines and clients beside well-behaved streams, bounded in count and time.
 
-Bad engines raise SystemExit and KeyboardInterrupt, swallow their kill, fail, and leak CancelledError; bad
-clients never read large items, open sessions and never send their first message, and cancel calls at random
-points. Every well-behaved stream must complete with exactly its items, the server must answer health
-throughout, and nothing may stay in flight afterwards. The figures are printed for the issue notes
-(`pytest -s`).
+Bad engines raise SystemExit and KeyboardInterrupt, swallow their kill, fail, and leak CancelledError. Bad
+clients never read large items, open sessions and never send their first message, send half a message (raw
+HTTP/2), and cancel calls at random points. Every well-behaved stream must complete with exactly its items,
+the server must answer health throughout, and nothing may stay in flight afterwards. The figures are printed
+for the issue notes (`pytest -s`).
 """
 
 from __future__ import annotations
@@ -57,6 +57,36 @@ async def half_open_session(channel: grpc.aio.Channel) -> None:
         await call.read()
 
 
+def _frame(kind: int, flags: int, stream: int, payload: bytes) -> bytes:
+    return len(payload).to_bytes(3, "big") + bytes([kind, flags]) + stream.to_bytes(4, "big") + payload
+
+
+def _literal(name: str, value: str) -> bytes:
+    # HPACK "literal header field without indexing, new name" (RFC 7541 6.2.2), short strings only.
+    return b"\x00" + bytes([len(name)]) + name.encode() + bytes([len(value)]) + value.encode()
+
+
+async def half_a_message(address: str) -> None:
+    """A raw HTTP/2 client: a Generate call whose one message says 100 bytes and sends 10, then silence."""
+    host, port = address.rsplit(":", 1)
+    reader, writer = await asyncio.open_connection(host, int(port))
+    headers = b"".join(
+        _literal(name, value)
+        for name, value in (
+            (":method", "POST"), (":scheme", "http"), (":path", "/engine.v1.EngineService/Generate"),
+            (":authority", address), ("content-type", "application/grpc"), ("te", "trailers"),
+        )
+    )  # fmt: skip
+    writer.write(b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n" + _frame(4, 0, 0, b""))
+    writer.write(_frame(1, 0x4, 1, headers) + _frame(0, 0, 1, b"\x00" + (100).to_bytes(4, "big") + b"x" * 10))
+    await writer.drain()
+    await asyncio.sleep(1)  # holding the half-sent message
+    writer.close()
+    with contextlib.suppress(ConnectionError):
+        await writer.wait_closed()
+    del reader
+
+
 async def cancel_storm(stub: pbg.EngineServiceAsyncStub, rng: random.Random) -> None:
     calls = [stub.Generate(generate_request("probe", CountRequest(delay_s=0.001))) for _ in range(30)]
     for call in calls:
@@ -88,6 +118,7 @@ async def test_every_well_behaved_stream_completes_beside_hostile_engines_and_cl
             hostile = [
                 *(never_reads(stub) for _ in range(5)),
                 *(half_open_session(channel) for _ in range(5)),
+                *(half_a_message(server.addresses[0]) for _ in range(3)),
                 cancel_storm(stub, rng),
             ]
             await asyncio.gather(*hostile)
@@ -106,7 +137,8 @@ async def test_every_well_behaved_stream_completes_beside_hostile_engines_and_cl
         assert len(ZOMBIES) == 0
     elapsed = time.monotonic() - started
     print(
-        f"\nhostile mix: {good_done} well-behaved streams all complete, {bad_done} bad-engine calls {bad_codes}, "
-        f"{ROUNDS * 5} never-reading and {ROUNDS * 5} half-open clients, {ROUNDS * 30} cancelled calls, {elapsed:.1f}s"
+        f"\nhostile mix: {good_done} well-behaved streams all complete; {bad_done} bad-engine calls {bad_codes}; "
+        f"{ROUNDS * 5} never-reading, {ROUNDS * 5} half-open and {ROUNDS * 3} half-message clients; "
+        f"{ROUNDS * 30} cancelled calls; {elapsed:.1f}s"
     )
     assert set(bad_codes) <= {"INTERNAL", "DEADLINE_EXCEEDED"}
