@@ -24,6 +24,7 @@ import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
+from .budget import DEFAULT_MAX_OUTPUT_BYTES
 from .health import EngineHealthChecks
 from .inflight import InFlight
 from .metrics import MetricsEndpoint, MetricsStartError, ServerMetrics
@@ -64,6 +65,7 @@ class ServerConfig:
     max_streams_per_connection: int = 1024
     max_connections: int = 0  # 0: what the process's file limit leaves (see default_max_connections)
     max_connection_idle: float = 300.0
+    max_output_bytes: int = DEFAULT_MAX_OUTPUT_BYTES
     engine_threads: int = DEFAULT_ENGINE_THREADS
     loop_stall_warning: float = 0.1  # 0: no watchdog
     worker_heartbeat_timeout: float = 10.0  # --workers only
@@ -91,6 +93,7 @@ class EngineServer:
             inflight=self.inflight,
             max_message_bytes=config.max_message_bytes,
             kill_timeout=config.kill_timeout,
+            max_output_bytes=config.max_output_bytes,
         )
         self.health = health.aio.HealthServicer()
         self.metrics = ServerMetrics() if config.metrics_port is not None else None

@@ -15,6 +15,7 @@ from typing import Any, TypeVar
 import click
 
 from .app import ServerConfig, StartupError
+from .budget import DEFAULT_MAX_OUTPUT_BYTES
 from .logs import configure_logging
 from .runner import event_loop, run_server
 from .supervisor import Supervisor
@@ -91,6 +92,7 @@ def _count(name: str, default: int, minimum: int, help: str) -> Callable[[F], F]
 @_count("--max-concurrency", 0, 0, "Generations in flight; 0: no limit.")
 @_count("--max-engine-concurrency", 0, 0, "Generations in flight per engine; 0: no limit.")
 @_count("--max-message-bytes", 4 * 1024 * 1024, 1024, "Largest message sent or received.")
+@_count("--max-output-bytes", DEFAULT_MAX_OUTPUT_BYTES, 1, "Bytes of large messages held for slow readers at once.")
 @_seconds("--drain-timeout", 30.0, 0, "Seconds streams may run on after SIGTERM.")
 @_seconds("--stop-timeout", 10.0, 0, "Seconds after the graceful stop before streams are killed.")
 @_seconds(
@@ -175,6 +177,7 @@ def _server_config(options: dict[str, Any]) -> ServerConfig:
         max_streams_per_connection=options["max_streams_per_connection"],
         max_connections=options["max_connections"],
         max_connection_idle=options["max_connection_idle"],
+        max_output_bytes=options["max_output_bytes"],
         worker_heartbeat_timeout=options["worker_heartbeat_timeout"],
         keepalive_time=options["keepalive_time"],
         ping_timeout=options["ping_timeout"],

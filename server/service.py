@@ -27,6 +27,7 @@ import grpc
 
 from engine_runtime.generated.engine.v1 import engine_pb2 as pb
 
+from .budget import DEFAULT_MAX_OUTPUT_BYTES, OutputBudget
 from .context import Context, validate_request_id
 from .descriptors import engine_info
 from .errors import Code, EngineError, EngineFailed, EngineNotFound, InvalidRequest, Unavailable
@@ -74,8 +75,10 @@ class EngineService:
         max_message_bytes: int = 4 * 1024 * 1024,
         max_batch_items: int = DEFAULT_MAX_BATCH_ITEMS,
         kill_timeout: float = DEFAULT_KILL_TIMEOUT,
+        max_output_bytes: int = DEFAULT_MAX_OUTPUT_BYTES,
     ) -> None:
         self.registry = registry
+        self.output = OutputBudget(max_output_bytes)
         self.kill_timeout = kill_timeout
         self.inflight = inflight if inflight is not None else InFlight()
         self.draining = False
@@ -211,7 +214,7 @@ class EngineService:
     async def _serve(self, generation: Generation, stream: LocalStream[bytes], context: ServicerContext) -> None:
         """Run one generation to its end, and end it: one :class:`Ending`, one status, one report."""
         try:
-            generation.end(await write_generation(generation, stream, context, self._max_message_bytes))
+            generation.end(await write_generation(generation, stream, context, self._max_message_bytes, self.output))
         except asyncio.CancelledError:
             # The client cancelled, went away, or its deadline passed: grpc cancels this handler's task.
             if generation.finishing is not None:

@@ -16,6 +16,7 @@ import time
 from collections.abc import Iterator, Sequence
 from typing import Protocol
 
+from .budget import OutputBudget
 from .errors import Code, EngineError, ResourceExhausted
 from .inflight import Generation
 from .outcome import Cause, Ending, How
@@ -37,8 +38,12 @@ class Call(Protocol):
     async def write(self, message: bytes, /) -> None: ...
 
 
-async def write_generation(generation: Generation, stream: LocalStream[bytes], call: Call, limit: int) -> Ending:
+async def write_generation(
+    generation: Generation, stream: LocalStream[bytes], call: Call, limit: int, budget: OutputBudget
+) -> Ending:
     """Write the stream's batches as they come, each message at most ``limit`` bytes; return how it ended.
+
+    A large message is written within the server's output ``budget`` (:mod:`.budget`).
 
     A cancellation of the calling task (the client went away) propagates; if it arrives while the final message
     is being written, :attr:`Generation.finishing` already holds the ending that message announced.
@@ -63,6 +68,7 @@ async def write_generation(generation: Generation, stream: LocalStream[bytes], c
                 generation.messages += 1
                 if last:
                     generation.finishing = finish
+                await budget.acquire(len(message))
                 try:
                     await call.write(message)
                 except asyncio.CancelledError:
@@ -71,6 +77,8 @@ async def write_generation(generation: Generation, stream: LocalStream[bytes], c
                     # grpc raises its own internal error type when the call is gone: the client left.
                     generation.kill(Cause.CLIENT_CANCEL)
                     return Ending(How.KILLED, Cause.CLIENT_CANCEL)
+                finally:
+                    budget.release(len(message))
             if finish is not None:
                 return finish
     except EngineError as error:

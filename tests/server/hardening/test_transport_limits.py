@@ -70,3 +70,31 @@ async def test_an_idle_connection_is_closed_after_max_connection_idle(make_serve
         # A new call reconnects.
         out = await collect(pbg.EngineServiceStub(channel), "echo", EchoRequest(text="back"), EchoResponse)
         assert out.code is grpc.StatusCode.OK
+
+
+async def test_slow_readers_of_large_items_hold_at_most_the_output_budget(make_server: ServerFactory) -> None:
+    server = await make_server(max_output_bytes=1024 * 1024)
+    async with contextlib.AsyncExitStack() as stack:
+        readers = []
+        for _ in range(10):  # each on a connection of its own, none ever reading
+            channel = await stack.enter_async_context(
+                grpc.aio.insecure_channel(server.addresses[0], [("grpc.use_local_subchannel_pool", 1)])
+            )
+            readers.append(
+                pbg.EngineServiceStub(channel).Generate(generate_request("count", CountRequest(count=50, size=300_000)))
+            )
+        for call in readers:
+            await call.initial_metadata()
+        held = [server.service.output.held]
+        async with grpc.aio.insecure_channel(server.addresses[0]) as channel:
+            # Small items are never held up by the slow readers' budget.
+            small = await collect(
+                pbg.EngineServiceStub(channel), "count", CountRequest(count=100, size=10), CountResponse
+            )
+            assert small.code is grpc.StatusCode.OK and len(small.items) == 100
+        held.append(server.service.output.held)
+        assert max(held) <= 1024 * 1024
+        for call in readers:
+            call.cancel()
+    assert await server.inflight.wait_empty(10)
+    assert server.service.output.held == 0
