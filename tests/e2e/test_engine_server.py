@@ -223,3 +223,17 @@ def test_probe_engine_is_served_with_its_types(start_server: type[ServerProcess]
         return {e.name: e.response_type for e in reply.engines}
 
     assert asyncio.run(listing())["probe"] == CountResponse.DESCRIPTOR.full_name
+
+
+def test_a_refused_call_gets_one_log_line_naming_its_status(start_server: type[ServerProcess]) -> None:
+    server = start_server("--port", "0", "--log-format", "json")
+    address = server.wait_listening()
+
+    async def refused() -> grpc.StatusCode:
+        async with grpc.aio.insecure_channel(address) as channel:
+            out = await collect(pbg.EngineServiceStub(channel), "no-such-engine", EchoRequest(), EchoResponse)
+        return out.code
+
+    assert asyncio.run(refused()) is grpc.StatusCode.NOT_FOUND
+    line = server.wait_for(r'"finish": "refused"')
+    assert '"status": "NOT_FOUND"' in line.string and "no-such-engine" in line.string

@@ -165,18 +165,35 @@ def test_a_bad_set_up_is_one_line_and_a_non_zero_exit(args: tuple[str, ...], say
 def test_a_worker_that_stops_answering_is_replaced(start_server: type[ServerProcess]) -> None:
     server = start_server(TARGET, "--port", "0", "--workers", "2", "--worker-heartbeat-timeout", "1")
     address = server.wait_listening()
-    pids = server.wait_for(r"pids (\d+), (\d+)").groups()
-    frozen = int(pids[0])
-    os.kill(frozen, signal.SIGSTOP)  # alive, holding its share of the port, and answering nothing
-    try:
-        replaced = server.wait_for(rf"worker \d \(pid {frozen}\) has not answered a heartbeat", timeout=30)
-        server.wait_for(r"starting a new one", timeout=30, after=0)
-    finally:
-        with contextlib.suppress(ProcessLookupError):
-            os.kill(frozen, signal.SIGCONT)
-    assert replaced
+    frozen = int(server.wait_for(r"pids (\d+), (\d+)").group(1))
 
-    async def new_calls() -> list[grpc.StatusCode]:
+    async def scenario() -> tuple[str, list[grpc.StatusCode]]:
+        # A stream in flight on the worker about to freeze: it must end with a status, not hang.
+        async with contextlib.AsyncExitStack() as stack:
+            for _ in range(100):
+                channel = await stack.enter_async_context(grpc.aio.insecure_channel(address, options=OWN_CONNECTION))
+                call = pbg.EngineServiceStub(channel).Generate(
+                    generate_request("pid", EchoRequest(text=" ".join(WORDS * 50), delay_s=0.1)), timeout=60
+                )
+                first = await call.read()
+                assert isinstance(first, pb.GenerateResponse)
+                if EchoResponse.FromString(first.items[0].value).text == str(frozen):
+                    break
+                call.cancel()
+            os.kill(frozen, signal.SIGSTOP)  # alive, holding its share of the port, and answering nothing
+            try:
+                await asyncio.to_thread(server.wait_for, rf"pid {frozen}\) has not answered a heartbeat", 30)
+                await asyncio.to_thread(server.wait_for, r"starting a new one", 30)
+            finally:
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(frozen, signal.SIGCONT)
+            try:
+                while await call.read() is not grpc.aio.EOF:
+                    pass
+                ended = "OK"
+            except grpc.aio.AioRpcError as error:
+                ended = error.code().name
+
         async def one() -> grpc.StatusCode:
             async with grpc.aio.insecure_channel(address, options=OWN_CONNECTION) as channel:
                 out = await collect(
@@ -184,8 +201,10 @@ def test_a_worker_that_stops_answering_is_replaced(start_server: type[ServerProc
                 )
             return out.code
 
-        return await asyncio.gather(*(one() for _ in range(10)))
+        return ended, list(await asyncio.gather(*(one() for _ in range(10))))
 
-    assert asyncio.run(new_calls()) == [grpc.StatusCode.OK] * 10
+    ended, new_calls = asyncio.run(scenario())
+    assert ended == "UNAVAILABLE"
+    assert new_calls == [grpc.StatusCode.OK] * 10
     server.signal(signal.SIGTERM)
     assert server.wait(60) == 0, server.output
