@@ -1,21 +1,19 @@
-"""The output budget: how many bytes of large responses a server holds for slow readers at once.
+"""The output budget: how many bytes of large items a server holds for slow readers at once.
 
-A message handed to grpc stays in memory until the client's HTTP/2 window lets it go, so clients that never
-read can make a server hold a message each. Small messages (up to :data:`FREE_BYTES`, the common case of tokens
-and hits) pass without accounting, so a stream of them is never held up by anyone else; a larger message takes
-its size from a budget shared by the server (``--max-output-bytes``) for as long as grpc holds it, and waits,
-oldest first, while the budget is spent. A message larger than the whole budget goes when nothing else holds
-any. What a server holds for its clients is then at most the budget, plus per stream one small message and the
-pump's buffer (docs/operations.md gives the figure).
+An item stays in memory from the engine's ``yield`` until the client's HTTP/2 window lets grpc send it, so
+clients that never read could make a server hold items without bound. Small items (up to :data:`FREE_BYTES`,
+the common case of tokens and hits) pass without accounting, so a stream of them is never held up by anyone
+else; a larger one takes its size from a budget the server shares (``--max-output-bytes``) in the engine's
+pump, before it is buffered, and gives it back once its message is written; while the budget is spent the
+engine waits at its ``yield``, oldest first. An item larger than the whole budget goes when nothing else holds
+any (docs/operations.md gives the measured figures).
 
 Example::
 
     budget = OutputBudget(64 * 1024 * 1024)
-    await budget.acquire(len(message))
-    try:
-        await call.write(message)
-    finally:
-        budget.release(len(message))
+    await budget.acquire(len(data))    # in the pump, before a large item is buffered
+    ...
+    budget.release(len(data))          # once the message that carried it is written
 """
 
 from __future__ import annotations
@@ -26,11 +24,11 @@ from collections import deque
 __all__ = ["DEFAULT_MAX_OUTPUT_BYTES", "FREE_BYTES", "OutputBudget"]
 
 FREE_BYTES = 64 * 1024
-DEFAULT_MAX_OUTPUT_BYTES = 256 * 1024 * 1024
+DEFAULT_MAX_OUTPUT_BYTES = 64 * 1024 * 1024
 
 
 class OutputBudget:
-    """Bytes of large messages in grpc's hands, bounded by ``limit``."""
+    """Bytes of large items buffered or in grpc's hands, bounded by ``limit``."""
 
     def __init__(self, limit: int = DEFAULT_MAX_OUTPUT_BYTES) -> None:
         self.limit = limit

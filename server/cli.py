@@ -92,7 +92,7 @@ def _count(name: str, default: int, minimum: int, help: str) -> Callable[[F], F]
 @_count("--max-concurrency", 0, 0, "Generations in flight; 0: no limit.")
 @_count("--max-engine-concurrency", 0, 0, "Generations in flight per engine; 0: no limit.")
 @_count("--max-message-bytes", 4 * 1024 * 1024, 1024, "Largest message sent or received.")
-@_count("--max-output-bytes", DEFAULT_MAX_OUTPUT_BYTES, 1, "Bytes of large messages held for slow readers at once.")
+@_count("--max-output-bytes", DEFAULT_MAX_OUTPUT_BYTES, 1, "Bytes of large items held for slow readers at once.")
 @_seconds("--drain-timeout", 30.0, 0, "Seconds streams may run on after SIGTERM.")
 @_seconds("--stop-timeout", 10.0, 0, "Seconds after the graceful stop before streams are killed.")
 @_seconds(

@@ -23,6 +23,7 @@ from typing import Any, Generic, TypeVar, cast
 
 from google.protobuf.message import Message
 
+from .budget import OutputBudget
 from .context import Context
 from .errors import EngineFailed
 from .protocol import check_request_type
@@ -159,6 +160,7 @@ class LocalEngine(AnyEngine):
         max_items: int = DEFAULT_MAX_BATCH_ITEMS,
         max_bytes: int = DEFAULT_MAX_BATCH_BYTES,
         kill_timeout: float = DEFAULT_KILL_TIMEOUT,
+        budget: OutputBudget | None = None,
     ) -> LocalStream[Any]:
         """Start the engine in a task of its own and return its stream.
 
@@ -179,6 +181,7 @@ class LocalEngine(AnyEngine):
             max_items=max_items,
             max_bytes=max_bytes,
             kill_timeout=kill_timeout,
+            budget=budget,
         )
 
 

@@ -15,6 +15,8 @@ import logging
 from collections.abc import AsyncIterator, Callable
 from typing import Any, TypeVar
 
+from .budget import FREE_BYTES, OutputBudget
+from .buffer import Buffer, complete
 from .context import Context
 from .errors import Aborted, EngineError, EngineEscaped, EngineFailed
 from .stream import FinishReason, ResponseStream
@@ -32,7 +34,7 @@ DEFAULT_KILL_TIMEOUT = 2.0
 """Seconds a killed engine has to end before its stream gives up on it (``--kill-timeout``)."""
 
 # The event loop keeps only weak references to tasks: a pump whose stream was dropped must not vanish mid-way.
-_RUNNING: dict[asyncio.Task[None], _Buffer] = {}
+_RUNNING: dict[asyncio.Task[None], Buffer] = {}
 
 
 def engine_of(task: asyncio.Task[Any] | None) -> tuple[str, str] | None:
@@ -41,56 +43,12 @@ def engine_of(task: asyncio.Task[Any] | None) -> tuple[str, str] | None:
     return (buf.engine, buf.ctx.id) if buf is not None else None
 
 
-class _Buffer:
-    """What the pump and the consumer share. Deliberately holds no reference to the stream."""
-
-    __slots__ = (
-        "ctx",
-        "engine",
-        "error",
-        "finished",
-        "given_up",
-        "items",
-        "kill_timeout",
-        "killed_by_engine",
-        "max_bytes",
-        "max_items",
-        "nbytes",
-        "space",
-        "stopped",
-        "task",
-        "waiter",
-    )
-
-    def __init__(self, ctx: Context, engine: str, max_items: int, max_bytes: int, kill_timeout: float) -> None:
-        self.ctx = ctx
-        self.engine = engine
-        self.kill_timeout = kill_timeout
-        self.given_up = False
-        self.items: list[Any] = []
-        self.nbytes = 0
-        self.max_items = max_items
-        self.max_bytes = max_bytes
-        self.waiter: asyncio.Future[None] | None = None
-        self.space: asyncio.Future[None] | None = None
-        self.finished = False
-        self.stopped = False
-        self.killed_by_engine = False
-        self.error: BaseException | None = None
-        self.task: asyncio.Task[None] | None = None
-
-    def wake(self) -> None:
-        waiter, self.waiter = self.waiter, None
-        if waiter is not None and not waiter.done():
-            waiter.set_result(None)
-
-
 class _PumpControl:
     """Linked as a child of the generation's context, so that a kill cancels the engine's task."""
 
     __slots__ = ("buf",)
 
-    def __init__(self, buf: _Buffer) -> None:
+    def __init__(self, buf: Buffer) -> None:
         self.buf = buf
 
     def stop_generating(self) -> None:
@@ -122,7 +80,7 @@ class _PumpControl:
 
 async def _pump(
     source: AsyncIterator[Any],
-    buf: _Buffer,
+    buf: Buffer,
     check: Callable[[Any], None] | None,
     encode: Callable[[Any], bytes] | None,
 ) -> None:
@@ -134,12 +92,12 @@ async def _pump(
         raise EngineEscaped(f"{type(escaped).__name__}: {escaped}") from escaped
     # Completed: say so before the consumer (woken for the last items) runs, so that the last items and the
     # finish reason leave in one message.
-    _complete(buf)
+    complete(buf)
 
 
 async def _feed(
     source: AsyncIterator[Any],
-    buf: _Buffer,
+    buf: Buffer,
     check: Callable[[Any], None] | None,
     encode: Callable[[Any], bytes] | None,
 ) -> None:
@@ -151,6 +109,10 @@ async def _feed(
             # The encoder checks the type as it frames (see wire.item_encoder).
             async for item in source:
                 data = encode(item)
+                if len(data) > FREE_BYTES and buf.budget is not None and not buf.given_up:
+                    # A large item waits for the server's output budget (slow readers hold it), engine and all.
+                    await buf.budget.acquire(len(data))
+                    buf.held += len(data)
                 items = buf.items
                 items.append(data)
                 nbytes = buf.nbytes = buf.nbytes + len(data)
@@ -177,23 +139,13 @@ async def _feed(
             await aclose()
 
 
-def _overdue(buf: _Buffer) -> None:
+def _overdue(buf: Buffer) -> None:
     """The kill timeout has passed: an engine still running ignored its kill; its stream gives up on it."""
     task = buf.task
     if buf.finished or task is None or task.done():
         return
     buf.given_up = True
     ZOMBIES.add(task, buf.engine, buf.ctx.id, buf.kill_timeout)
-    buf.wake()
-
-
-def _complete(buf: _Buffer) -> None:
-    buf.finished = True
-    buf.stopped = buf.ctx.is_stopped()
-    buf.ctx.mark_done()
-    space, buf.space = buf.space, None
-    if space is not None and not space.done():
-        space.cancel()
     buf.wake()
 
 
@@ -211,11 +163,14 @@ class LocalStream(ResponseStream[Resp]):
         max_items: int = DEFAULT_MAX_BATCH_ITEMS,
         max_bytes: int = DEFAULT_MAX_BATCH_BYTES,
         kill_timeout: float = DEFAULT_KILL_TIMEOUT,
+        budget: OutputBudget | None = None,
     ) -> None:
         super().__init__(context)
         self._engine = engine
-        self._buf = buf = _Buffer(context, engine, max_items, max_bytes, kill_timeout)
+        self._buf = buf = Buffer(context, engine, max_items, max_bytes, kill_timeout)
         self._finish: FinishReason | None = None
+        self._taken = 0  # budget bytes of batches handed out and not yet released
+        buf.budget = budget
         context.link_child(_PumpControl(buf))
         task = asyncio.get_running_loop().create_task(
             _pump(source, buf, check, encode), name=f"engine {engine} {context.id}"
@@ -233,6 +188,7 @@ class LocalStream(ResponseStream[Resp]):
             if buf.ctx.is_killed():
                 # Nothing more is delivered after a kill; wait until the engine's `finally` blocks have run.
                 buf.items = []
+                self.release_budget()
                 if not buf.finished and not buf.given_up:
                     await self._wait()
                     continue
@@ -241,6 +197,7 @@ class LocalStream(ResponseStream[Resp]):
                 return []
             if buf.items:
                 batch, buf.items, buf.nbytes = buf.items, [], 0
+                self._taken, buf.held = self._taken + buf.held, 0
                 space, buf.space = buf.space, None
                 if space is not None and not space.done():
                     space.set_result(None)
@@ -258,6 +215,18 @@ class LocalStream(ResponseStream[Resp]):
         buf = self._buf
         buf.waiter = asyncio.get_running_loop().create_future()
         await buf.waiter
+
+    def release_taken(self) -> None:
+        """Give back the output budget of the batches handed out so far (once they are written)."""
+        taken, self._taken = self._taken, 0
+        if taken and self._buf.budget is not None:
+            self._buf.budget.release(taken)
+
+    def release_budget(self) -> None:
+        """Give back every byte of output budget this stream holds (its call is over, or nothing is delivered)."""
+        buf = self._buf
+        self._taken, buf.held = self._taken + buf.held, 0
+        self.release_taken()
 
     def _finished(self) -> None:
         # The last item is handed out and the engine returned (it did not raise and was not killed).
@@ -281,9 +250,12 @@ class LocalStream(ResponseStream[Resp]):
             buf.ctx.kill()
 
 
-def _finish(buf: _Buffer, task: asyncio.Task[None], engine: str) -> None:
+def _finish(buf: Buffer, task: asyncio.Task[None], engine: str) -> None:
     """The pump's done callback: records how a generation that did not complete ended."""
     _RUNNING.pop(task, None)
+    if buf.held and buf.budget is not None:
+        buf.budget.release(buf.held)  # taken after its call was over: nobody else will give it back
+        buf.held = 0
     if buf.finished:
         return
     ctx = buf.ctx
@@ -299,4 +271,4 @@ def _finish(buf: _Buffer, task: asyncio.Task[None], engine: str) -> None:
             f"engine {engine!r} failed" if error else f"engine {engine!r} was cancelled without a kill"
         )
         buf.error.__cause__ = error
-    _complete(buf)
+    complete(buf)

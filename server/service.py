@@ -202,6 +202,7 @@ class EngineService:
                 max_items=self._max_batch_items,
                 max_bytes=self._max_batch_bytes,
                 kill_timeout=self.kill_timeout,
+                budget=self.output,
             )
         except BaseException:
             self.inflight.remove(generation)
@@ -214,7 +215,7 @@ class EngineService:
     async def _serve(self, generation: Generation, stream: LocalStream[bytes], context: ServicerContext) -> None:
         """Run one generation to its end, and end it: one :class:`Ending`, one status, one report."""
         try:
-            generation.end(await write_generation(generation, stream, context, self._max_message_bytes, self.output))
+            generation.end(await write_generation(generation, stream, context, self._max_message_bytes))
         except asyncio.CancelledError:
             # The client cancelled, went away, or its deadline passed: grpc cancels this handler's task.
             if generation.finishing is not None:
@@ -243,6 +244,7 @@ class EngineService:
                 # After this handler has wound down: a kill's cancellation and the final status go out first,
                 # the bookkeeping (log line, metrics) after, yet before anyone waiting for an empty table.
                 asyncio.get_running_loop().call_soon(self._report, generation, ending.code)
+            stream.release_budget()  # whatever the call did not get to write
             self.inflight.remove(generation)
 
     def _report(self, generation: Generation, code: Code) -> None:

@@ -16,7 +16,6 @@ import time
 from collections.abc import Iterator, Sequence
 from typing import Protocol
 
-from .budget import OutputBudget
 from .errors import Code, EngineError, ResourceExhausted
 from .inflight import Generation
 from .outcome import Cause, Ending, How
@@ -38,12 +37,10 @@ class Call(Protocol):
     async def write(self, message: bytes, /) -> None: ...
 
 
-async def write_generation(
-    generation: Generation, stream: LocalStream[bytes], call: Call, limit: int, budget: OutputBudget
-) -> Ending:
+async def write_generation(generation: Generation, stream: LocalStream[bytes], call: Call, limit: int) -> Ending:
     """Write the stream's batches as they come, each message at most ``limit`` bytes; return how it ended.
 
-    A large message is written within the server's output ``budget`` (:mod:`.budget`).
+    Large items came through the server's output budget (:mod:`.budget`); a batch's share goes back once written.
 
     A cancellation of the calling task (the client went away) propagates; if it arrives while the final message
     is being written, :attr:`Generation.finishing` already holds the ending that message announced.
@@ -68,7 +65,6 @@ async def write_generation(
                 generation.messages += 1
                 if last:
                     generation.finishing = finish
-                await budget.acquire(len(message))
                 try:
                     await call.write(message)
                 except asyncio.CancelledError:
@@ -77,8 +73,7 @@ async def write_generation(
                     # grpc raises its own internal error type when the call is gone: the client left.
                     generation.kill(Cause.CLIENT_CANCEL)
                     return Ending(How.KILLED, Cause.CLIENT_CANCEL)
-                finally:
-                    budget.release(len(message))
+            stream.release_taken()
             if finish is not None:
                 return finish
     except EngineError as error:
