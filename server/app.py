@@ -21,11 +21,12 @@ from types import TracebackType
 from typing import Any
 
 import grpc
-from grpc_health.v1 import health, health_pb2, health_pb2_grpc
+from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
 from .budget import DEFAULT_MAX_OUTPUT_BYTES
 from .health import EngineHealthChecks
+from .health_service import HealthService
 from .inflight import InFlight
 from .metrics import MetricsEndpoint, MetricsStartError, ServerMetrics
 from .options import channel_options
@@ -95,7 +96,7 @@ class EngineServer:
             kill_timeout=config.kill_timeout,
             max_output_bytes=config.max_output_bytes,
         )
-        self.health = health.aio.HealthServicer()
+        self.health = HealthService()
         self.metrics = ServerMetrics() if config.metrics_port is not None else None
         if self.metrics is not None:
             self.metrics.attach(self.service)
@@ -154,7 +155,8 @@ class EngineServer:
             self.metrics_url = self._metrics_endpoint.url
         await server.start()
         self._server = server
-        await self.health.set("", health_pb2.HealthCheckResponse.SERVING)
+        for readiness in ("", SERVICE_NAME):
+            await self.health.set(readiness, health_pb2.HealthCheckResponse.SERVING)
         for name in self.registry.names():
             await self.health.set(name, health_pb2.HealthCheckResponse.SERVING)
         self.engine_health.start()
