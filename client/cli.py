@@ -10,7 +10,8 @@ from __future__ import annotations
 import asyncio
 import signal
 import sys
-from typing import Any
+from collections.abc import Callable
+from typing import Any, TypeVar
 
 import click
 from google.protobuf import json_format
@@ -24,12 +25,14 @@ from .remote import RemoteEngine, RemoteStream
 
 __all__ = ["main"]
 
+F = TypeVar("F", bound=Callable[..., Any])
+
 EXIT_ERROR = 1
 EXIT_INTERRUPTED = 130
 
 
 def _client(ctx: click.Context) -> EngineClient:
-    o = ctx.obj
+    o = ctx.find_root().obj
     try:
         return EngineClient(
             o["target"],
@@ -43,32 +46,39 @@ def _client(ctx: click.Context) -> EngineClient:
         raise click.ClickException(f"--target {o['target']!r}: {error}") from None
 
 
+# The connection options, accepted before the subcommand (`engine-client --timeout 1 generate ...`) and after it
+# (`engine-client generate ... --timeout 1`): written once, applied to the group and to every subcommand.
+_CONNECTION: list[tuple[str, dict[str, Any]]] = [
+    ("--target", {"help": "host:port, unix:PATH, dns:///host:port, or a comma list. [default: 127.0.0.1:50051]"}),
+    ("--tls-ca", {"type": click.Path(dir_okay=False, exists=True), "help": "PEM CA bundle: connect with TLS."}),
+    ("--token-file", {"type": click.Path(dir_okay=False, exists=True), "help": "File with the bearer token."}),
+    ("--timeout", {"type": click.FloatRange(0, min_open=True), "help": "Deadline of each call, in seconds."}),
+    ("--connect-timeout", {"type": click.FloatRange(0, min_open=True), "help": "Seconds to connect. [default: 10]"}),
+]
+_DEFAULTS: dict[str, Any] = {"target": "127.0.0.1:50051", "connect_timeout": 10.0}
+
+
+def _remember(ctx: click.Context, param: click.Parameter, value: Any) -> None:
+    """Keep a connection option given anywhere on the line (the one after the subcommand wins)."""
+    options = ctx.find_root().ensure_object(dict)
+    if param.name is not None and (value is not None or param.name not in options):
+        options[param.name] = value if value is not None else _DEFAULTS.get(param.name)
+
+
+def connection_options(f: F) -> F:
+    for name, settings in reversed(_CONNECTION):
+        f = click.option(name, callback=_remember, expose_value=False, show_default=False, **settings)(f)
+    return f
+
+
 @click.group(context_settings={"auto_envvar_prefix": "ENGINE_CLIENT", "show_default": True})
-@click.option("--target", default="127.0.0.1:50051", help="host:port, unix:PATH, dns:///host:port, or a comma list.")
-@click.option("--tls-ca", type=click.Path(dir_okay=False, exists=True), help="PEM CA bundle: connect with TLS.")
-@click.option("--token-file", type=click.Path(dir_okay=False, exists=True), help="File with the bearer token.")
-@click.option("--timeout", type=click.FloatRange(0, min_open=True), help="Deadline of each call, in seconds.")
-@click.option("--connect-timeout", default=10.0, type=click.FloatRange(0, min_open=True), help="Seconds to connect.")
-@click.pass_context
-def command(
-    ctx: click.Context,
-    target: str,
-    tls_ca: str | None,
-    token_file: str | None,
-    timeout: float | None,
-    connect_timeout: float,
-) -> None:
-    """Call the engines of an engine-server."""
-    ctx.obj = {
-        "target": target,
-        "tls_ca": tls_ca,
-        "token_file": token_file,
-        "timeout": timeout,
-        "connect_timeout": connect_timeout,
-    }
+@connection_options
+def command() -> None:
+    """Call the engines of an engine-server. Options may come before or after the subcommand."""
 
 
 @command.command("list")
+@connection_options
 @click.pass_context
 def list_command(ctx: click.Context) -> None:
     """A table of the engines served."""
@@ -97,6 +107,7 @@ def list_command(ctx: click.Context) -> None:
 
 @command.command()
 @click.argument("name")
+@connection_options
 @click.pass_context
 def describe(ctx: click.Context, name: str) -> None:
     """An engine's types and their fields."""
@@ -121,6 +132,7 @@ def describe(ctx: click.Context, name: str) -> None:
 
 
 @command.command()
+@connection_options
 @click.argument("name")
 @click.argument("request_json", metavar="JSON", default="{}")
 @click.option("--stop-after", type=click.IntRange(1), help="Ask for a graceful stop after this many items.")
@@ -170,6 +182,7 @@ def generate(ctx: click.Context, name: str, request_json: str, stop_after: int |
 
 
 @command.command()
+@connection_options
 @click.argument("request_id")
 @click.option("--key", required=True, help="The generation's stop key (x-stop-key; `generate` prints it).")
 @click.option("--kill", is_flag=True, help="Kill it instead of asking for a graceful stop.")

@@ -149,6 +149,20 @@ def test_timeout_is_a_deadline(address: str) -> None:
     assert result.returncode == 1 and "DEADLINE_EXCEEDED" in result.stderr
 
 
+def test_options_work_after_the_subcommand_too(address: str) -> None:
+    late = subprocess.run(
+        [str(BIN / "engine-client"), "generate", "probe", '{"delay_s": 0.01}', "--target", address, "--timeout", "0.3"],
+        check=False,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert late.returncode == 1 and "DEADLINE_EXCEEDED" in late.stderr, late.stderr
+    # Given on both sides, the one after the subcommand wins.
+    both = client("127.0.0.1:1", "list", "--target", address)
+    assert both.returncode == 0 and "echo" in both.stdout, both.stderr
+
+
 def test_unreachable_target_is_a_clear_error() -> None:
     result = client("127.0.0.1:1", "--connect-timeout", "0.5", "list")
     assert result.returncode == 1 and "UNAVAILABLE" in result.stderr and "127.0.0.1:1" in result.stderr
