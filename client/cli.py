@@ -135,7 +135,12 @@ def describe(ctx: click.Context, name: str) -> None:
 @connection_options
 @click.argument("name")
 @click.argument("request_json", metavar="JSON", default="{}")
-@click.option("--stop-after", type=click.IntRange(1), help="Ask for a graceful stop after this many items.")
+@click.option(
+    "--stop-after",
+    type=click.IntRange(1),
+    help="Ask for a graceful stop after this many items. Items the engine produced before it saw the stop still "
+    "arrive (a fast engine may have produced them all); the last line says how many came after the stop.",
+)
 @click.option("--request-id", help="Use this request id (printable ASCII, at most 128 characters).")
 @click.pass_context
 def generate(ctx: click.Context, name: str, request_json: str, stop_after: int | None, request_id: str | None) -> None:
@@ -171,11 +176,14 @@ def generate(ctx: click.Context, name: str, request_json: str, stop_after: int |
                     context.stop_generating()
             loop.remove_signal_handler(signal.SIGINT)
             if interrupted:
-                click.echo(f"interrupted: generation {context.id} killed after {count} items", err=True)
+                click.echo(f"interrupted: generation {context.id} killed after {_items(count)}", err=True)
                 return EXIT_INTERRUPTED
             reason = stream.finish_reason
             finish = reason.name.lower() if reason is not None else "ended"
-            click.echo(f"{finish}: {count} items (request id {context.id})", err=True)
+            late = (
+                f", {count - stop_after} of them after the stop was asked" if stop_after and count > stop_after else ""
+            )
+            click.echo(f"{finish}: {_items(count)}{late} (request id {context.id})", err=True)
             return 0
 
     sys.exit(_run(run()))
@@ -196,6 +204,10 @@ def stop(ctx: click.Context, request_id: str, key: str, kill: bool) -> None:
         click.echo(f"{'killed' if kill else 'stop asked'}: generation {request_id}", err=True)
 
     _run(run())
+
+
+def _items(count: int) -> str:
+    return f"{count} item" if count == 1 else f"{count} items"
 
 
 def _parse_request(engine: RemoteEngine, text: str) -> Any:
@@ -227,7 +239,7 @@ def _run(main: Any) -> Any:
     try:
         return asyncio.run(main)
     except EngineError as error:
-        click.echo(f"error: {error.code.name}: {error.message}", err=True)
+        click.echo(f"Error: {error.code.name}: {error.message}", err=True)
         if error.detail is not None:
             click.echo(f"detail: {json_format.MessageToJson(error.detail, indent=None)}", err=True)
         sys.exit(EXIT_ERROR)

@@ -234,7 +234,7 @@ class EngineServer:
         # listeners stay open until the end, so health keeps answering on new connections while it drains.
         self.service.draining = True
         await self.engine_health.stop()
-        log.info("draining: %d generations in flight", len(self.inflight))
+        log.info("draining: %d in flight", len(self.inflight))
         await self.health.enter_graceful_shutdown()
         await self.inflight.drain(c.drain_timeout, c.stop_timeout, c.kill_timeout)
         # What remains are long-lived non-generation calls (health Watch): nothing to wait for.

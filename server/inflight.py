@@ -152,12 +152,16 @@ class InFlight:
         """
         if await self.wait_empty(drain_timeout):
             return
-        log.info("drain: %d generations still running after %.1fs; stopping them", len(self), drain_timeout)
+        log.info("drain: %s still running after %.1fs; stopping them", _generations(len(self)), drain_timeout)
         for generation in self:
             generation.stop(Cause.DRAIN)
         if await self.wait_empty(stop_timeout):
             return
-        log.warning("drain: killing %d generations that ignored the stop for %.1fs", len(self), stop_timeout)
+        log.warning("drain: killing %s that ignored the stop for %.1fs", _generations(len(self)), stop_timeout)
         for generation in self:
             generation.kill(Cause.DRAIN)
         await self.wait_empty(kill_timeout + 1.0)
+
+
+def _generations(count: int) -> str:
+    return f"{count} generation" if count == 1 else f"{count} generations"

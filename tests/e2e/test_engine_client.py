@@ -181,3 +181,15 @@ def test_an_empty_target_is_one_clear_line(target: str) -> None:
     result = client(target, "list")
     assert result.returncode == 1 and "at least one target" in result.stderr
     assert "Traceback" not in result.stderr and len(result.stderr.strip().splitlines()) == 1
+
+
+def test_stop_after_reports_the_items_that_came_after_the_stop(address: str) -> None:
+    result = client(address, "generate", "count", '{"count": 2000}', "--stop-after", "2")
+    assert result.returncode == 0, result.stderr
+    arrived = len(result.stdout.splitlines())
+    last = result.stderr.splitlines()[-1]
+    assert arrived >= 2 and last.startswith(("stopped: ", "completed: "))
+    if arrived > 2:  # a fast engine had produced more before it saw the stop
+        assert f"{arrived} items, {arrived - 2} of them after the stop was asked" in last
+    else:
+        assert "2 items (request id" in last
