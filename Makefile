@@ -32,7 +32,8 @@ run: $(STAMP)
 	@echo "Serving the example engines on $(HOST):$(PORT). Try, in another shell:"
 	@echo "  $(BIN)/engine-client --target $(HOST):$(PORT) list"
 	@echo "  $(BIN)/engine-client --target $(HOST):$(PORT) generate echo '{\"text\": \"hello streaming world\", \"delay_s\": 0.2}'"
-	$(BIN)/engine-server --host $(HOST) --port $(PORT)
+	@echo "(a development server: Ctrl-C drains for at most 5 s; a second Ctrl-C stops it at once)"
+	$(BIN)/engine-server --host $(HOST) --port $(PORT) --drain-timeout 2 --stop-timeout 1 --kill-timeout 2
 
 # pytest exits 5 when a selection collects no test: that is not a failure of the suite.
 test: $(STAMP)

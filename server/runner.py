@@ -79,8 +79,14 @@ class SignalPolicy:
         return self.signals > 1
 
 
-def _describe(action: Action) -> str:
-    return "draining" if action == "drain" else "killing every generation now"
+def _describer(config: ServerConfig) -> Callable[[Action], str]:
+    """The single process's wording of what a signal does, with how long a drain may take."""
+    longest = config.drain_timeout + config.stop_timeout + config.kill_timeout
+
+    def describe(action: Action) -> str:
+        return f"draining, for up to {longest:g}s" if action == "drain" else "killing every generation now"
+
+    return describe
 
 
 class Control(Protocol):
@@ -110,7 +116,7 @@ def run_server(
     :class:`~.app.StartupError` (one line) when the loop or the server cannot start.
     """
     run = event_loop(loop_name)
-    policy = policy if policy is not None else SignalPolicy(_describe)
+    policy = policy if policy is not None else SignalPolicy(_describer(config))
     return run(_serve(registry, config, tuple(signals), policy, control, multiprocess_metrics))
 
 

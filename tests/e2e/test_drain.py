@@ -140,3 +140,11 @@ def test_an_engine_raising_system_exit_leaves_the_process_serving(start_server: 
     assert asyncio.run(call_and_check()) == ("INTERNAL", health_pb2.HealthCheckResponse.SERVING)
     server.signal(signal.SIGTERM)
     assert server.wait() == 0, server.output
+
+
+def test_the_first_signal_says_how_long_the_drain_may_take(start_server: type[ServerProcess]) -> None:
+    server = start_server("--port", "0", "--drain-timeout", "3", "--stop-timeout", "1", "--kill-timeout", "1")
+    server.wait_listening()
+    server.signal(signal.SIGINT)
+    server.wait_for(r"SIGINT: draining, for up to 5s \(a second signal kills at once\)")
+    assert server.wait() == 0, server.output
