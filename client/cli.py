@@ -215,7 +215,14 @@ def _parse_request(engine: RemoteEngine, text: str) -> Any:
     try:
         return json_format.Parse(text, cls())
     except json_format.ParseError as error:
-        raise click.ClickException(f"bad JSON for {engine.request_type} (engine {engine.name!r}): {error}") from None
+        # protobuf names fields by their JSON (camelCase) names; `describe` and the .proto say delay_s, not delayS.
+        message = str(error).replace("\n", " ")
+        for field in cls.DESCRIPTOR.fields:
+            if field.json_name != field.name:
+                message = message.replace(f"'{field.json_name}'", f"'{field.name}'")
+                message = message.replace(f".{field.json_name}", f".{field.name}")
+                message = message.replace(f"{field.json_name} field", f"{field.name} field")
+        raise click.ClickException(f"bad JSON for {engine.request_type} (engine {engine.name!r}): {message}") from None
 
 
 def _field_type(field: FieldDescriptor) -> str:

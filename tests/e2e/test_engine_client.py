@@ -131,6 +131,13 @@ def test_bad_json_names_the_field_and_the_type(address: str) -> None:
     assert result.returncode != 0 and "examples.v1.CountRequest" in result.stderr
 
 
+def test_a_bad_field_is_named_as_describe_names_it(address: str) -> None:
+    unknown = client(address, "generate", "echo", '{"nope": 1}')
+    assert unknown.returncode == 1 and "'delay_s'" in unknown.stderr and "delayS" not in unknown.stderr
+    bad_value = client(address, "generate", "echo", '{"delay_s": "soon"}')
+    assert bad_value.returncode == 1 and "delay_s" in bad_value.stderr and "delayS" not in bad_value.stderr
+
+
 def test_unknown_engine_lists_the_names_served(address: str) -> None:
     result = client(address, "generate", "nope", "{}")
     assert result.returncode == 1
