@@ -59,20 +59,17 @@ async def write_generation(generation: Generation, stream: LocalStream[bytes], c
             if reason is not None:
                 how = How.STOPPED if reason is FinishReason.STOPPED else How.COMPLETED
                 finish = Ending(how, generation.cause)
-            for message, items, last in split_messages(generation.engine, batch, reason or 0, limit):
-                # Counted as handed to grpc: a client that leaves during the last write has had what it needed.
-                generation.items += items
-                generation.messages += 1
-                if last:
-                    generation.finishing = finish
-                try:
-                    await call.write(message)
-                except asyncio.CancelledError:
-                    raise
-                except Exception:
-                    # grpc raises its own internal error type when the call is gone: the client left.
-                    generation.kill(Cause.CLIENT_CANCEL)
-                    return Ending(How.KILLED, Cause.CLIENT_CANCEL)
+            gone: Ending | None = None
+            message = encode_response(batch, reason or 0)
+            if len(message) <= limit:  # the per-message path: one message, no splitting machinery
+                gone = await _write(generation, call, message, len(batch), finish)
+            else:
+                for part, items, last in split_messages(generation.engine, batch, reason or 0, limit):
+                    gone = await _write(generation, call, part, items, finish if last else None)
+                    if gone is not None:
+                        break
+            if gone is not None:
+                return gone
             stream.release_taken()
             if finish is not None:
                 return finish
@@ -82,6 +79,26 @@ async def write_generation(generation: Generation, stream: LocalStream[bytes], c
             generation.kill(Cause.ENGINE)
             return Ending(How.KILLED, generation.cause, error)
         return Ending(How.FAILED, generation.cause or (Cause.ENGINE if error.code is Code.ABORTED else None), error)
+
+
+async def _write(
+    generation: Generation, call: Call, message: bytes, items: int, finish: Ending | None
+) -> Ending | None:
+    """Write one message; the ending if the client has gone, else None."""
+    # Counted as handed to grpc: a client that leaves during the last write has had what it needed.
+    generation.items += items
+    generation.messages += 1
+    if finish is not None:
+        generation.finishing = finish
+    try:
+        await call.write(message)
+    except asyncio.CancelledError:
+        raise
+    except Exception:
+        # grpc raises its own internal error type when the call is gone: the client left.
+        generation.kill(Cause.CLIENT_CANCEL)
+        return Ending(How.KILLED, Cause.CLIENT_CANCEL)
+    return None
 
 
 def split_messages(engine: str, batch: list[bytes], reason: int, limit: int) -> Iterator[tuple[bytes, int, bool]]:
