@@ -15,6 +15,9 @@ from prometheus_client.parser import text_string_to_metric_families
 from engine_runtime.generated.engine.v1 import engine_pb2 as pb
 from engine_runtime.generated.engine.v1 import engine_pb2_grpc as pbg
 
+# Channels to one target share their connections (grpc's global subchannel pool) unless told not to.
+OWN_CONNECTION = [("grpc.use_local_subchannel_pool", 1)]
+
 
 def pack(message: Message) -> any_pb2.Any:
     packed = any_pb2.Any()

@@ -18,14 +18,13 @@ import pytest
 from engine_runtime.generated.engine.v1 import engine_pb2 as pb
 from engine_runtime.generated.engine.v1 import engine_pb2_grpc as pbg
 from engine_runtime.generated.examples.v1.examples_pb2 import EchoRequest, EchoResponse
-from tests.helpers import collect, fetch_metrics, generate_request, value
+from tests.helpers import OWN_CONNECTION, collect, fetch_metrics, generate_request, value
 from tests.processes import BIN, ServerProcess
 
 TARGET = "tests.engines:registry"
 WORDS = [f"w{i}" for i in range(20)]
-# Channels to one target share their connections (grpc's global subchannel pool) unless told not to; the kernel
-# balances connections, not calls, so each client needs a connection of its own to land on a worker of its own.
-OWN_CONNECTION = [("grpc.use_local_subchannel_pool", 1)]
+# The kernel balances connections, not calls: each client needs a connection of its own (OWN_CONNECTION) to land
+# on a worker of its own.
 
 
 async def ask_pid(address: str) -> str:

@@ -13,7 +13,7 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from engine_runtime.generated.engine.v1 import engine_pb2_grpc as pbg
 from engine_runtime.generated.examples.v1.examples_pb2 import CountRequest, CountResponse, EchoRequest, EchoResponse
 from tests.conftest import ServerFactory
-from tests.helpers import collect, first_reply, generate_request
+from tests.helpers import OWN_CONNECTION, collect, first_reply, generate_request
 
 pytestmark = pytest.mark.asyncio
 
@@ -40,13 +40,13 @@ async def test_connections_past_max_connections_are_refused_and_health_still_ans
 ) -> None:
     server = await make_server(max_connections=2)
     address = server.addresses[0]
-    # A pool of its own per channel: else channels in one process share one connection.
-    own = [("grpc.use_local_subchannel_pool", 1)]
     async with contextlib.AsyncExitStack() as stack:
-        channels = [await stack.enter_async_context(grpc.aio.insecure_channel(address, own)) for _ in range(2)]
+        channels = [
+            await stack.enter_async_context(grpc.aio.insecure_channel(address, OWN_CONNECTION)) for _ in range(2)
+        ]
         for channel in channels:
             await asyncio.wait_for(channel.channel_ready(), 10)
-        extra = await stack.enter_async_context(grpc.aio.insecure_channel(address, own))
+        extra = await stack.enter_async_context(grpc.aio.insecure_channel(address, OWN_CONNECTION))
         out = await collect(pbg.EngineServiceStub(extra), "echo", EchoRequest(text="x"), EchoResponse, timeout=1)
         assert out.code in (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED)
         health: Any = health_pb2_grpc.HealthStub(channels[0])
@@ -77,9 +77,7 @@ async def test_slow_readers_of_large_items_hold_at_most_the_output_budget(make_s
     async with contextlib.AsyncExitStack() as stack:
         readers = []
         for _ in range(10):  # each on a connection of its own, none ever reading
-            channel = await stack.enter_async_context(
-                grpc.aio.insecure_channel(server.addresses[0], [("grpc.use_local_subchannel_pool", 1)])
-            )
+            channel = await stack.enter_async_context(grpc.aio.insecure_channel(server.addresses[0], OWN_CONNECTION))
             readers.append(
                 pbg.EngineServiceStub(channel).Generate(generate_request("count", CountRequest(count=50, size=300_000)))
             )
