@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import re
 import signal
 import socket
 import subprocess
@@ -237,3 +238,44 @@ def test_a_refused_call_gets_one_log_line_naming_its_status(start_server: type[S
     assert asyncio.run(refused()) is grpc.StatusCode.NOT_FOUND
     line = server.wait_for(r'"finish": "refused"')
     assert '"status": "NOT_FOUND"' in line.string and "no-such-engine" in line.string
+
+
+def test_every_option_in_help_is_in_the_operations_table() -> None:
+    shown = subprocess.run(
+        [str(BIN / "engine-server"), "--help"], capture_output=True, text=True, timeout=60, check=True
+    ).stdout
+    table = (Path(__file__).resolve().parents[2] / "docs" / "operations.md").read_text()
+    options = set(re.findall(r"(--[a-z][a-z-]+)", shown)) - {"--help"}
+    missing = sorted(option for option in options if f"`{option}" not in table)
+    assert not missing, f"docs/operations.md has no row for {missing}"
+
+
+def test_the_isolation_options_are_taken_from_the_line_the_environment_and_the_file(
+    start_server: type[ServerProcess], tmp_path: Path
+) -> None:
+    config = tmp_path / "server.toml"
+    config.write_text("max-connections = 50\nmax-output-bytes = 2000000\nworker-heartbeat-timeout = 5\n")
+    server = start_server(
+        "--config", str(config), "--port", "0", "--kill-timeout", "0.5", "--stop-timeout", "1", "--drain-timeout", "1",
+        "--max-streams-per-connection", "1", "--engine-threads", "2", "--max-connection-idle", "100",
+        env={"ENGINE_SERVER_LOOP_STALL_WARNING": "0.2"},
+    )  # fmt: skip
+    address = server.wait_listening()
+
+    async def second_stream_waits() -> grpc.StatusCode:
+        async with grpc.aio.insecure_channel(address) as channel:
+            stub = pbg.EngineServiceStub(channel)
+            first = stub.Generate(generate_request("count", CountRequest(count=1000, delay_s=0.01)))
+            await first.read()
+            out = await collect(stub, "echo", EchoRequest(text="x"), EchoResponse, timeout=0.5)
+            first.cancel()
+            return out.code
+
+    assert asyncio.run(second_stream_waits()) is grpc.StatusCode.DEADLINE_EXCEEDED  # one stream per connection
+    server.signal(signal.SIGTERM)
+    server.wait_for(r"draining, for up to 2.5s")  # drain 1 + stop 1 + kill 0.5
+    assert server.wait() == 0, server.output
+    bad = subprocess.run(
+        [str(BIN / "engine-server"), "--kill-timeout", "0"], capture_output=True, text=True, timeout=60, check=False
+    )
+    assert bad.returncode == 2 and "--kill-timeout" in bad.stderr and "Traceback" not in bad.stderr
