@@ -4,8 +4,9 @@ One engine that calls blocking code inside ``async def`` (``time.sleep``, a sync
 of the server. The watchdog asks the loop for a beat every ``threshold`` seconds from a thread of its own; a
 beat that does not come within ``threshold`` is a stall: the watchdog takes the loop thread's stack and the task
 it is running (naming the engine and request when it is an engine's), and when the loop is back it logs the
-stall with its length and that stack, and reports it (``engine_event_loop_stall_seconds``). The cure it points
-to is a sync engine (:mod:`.threads`).
+stall with its length and that stack, and reports it (``engine_event_loop_stall_seconds``). A stall still going
+on after ``still_blocked`` seconds (five, or ten thresholds) is logged at once too: a loop blocked for good never
+comes back to be logged. The cure it points to is a sync engine (:mod:`.threads`).
 
 Example::
 
@@ -33,13 +34,24 @@ log = logging.getLogger("engine_runtime.watchdog")
 
 Report = Callable[[str, float], None]
 
+STILL_BLOCKED = 5.0
+"""Seconds of one stall after which it is logged at once, before it ends (a loop blocked for good never ends)."""
+
 
 class LoopWatchdog:
     """Watches ``loop`` from a daemon thread; calls ``report(engine, seconds)`` per stall (engine "" if none)."""
 
-    def __init__(self, loop: asyncio.AbstractEventLoop, threshold: float, report: Report | None = None) -> None:
+    def __init__(
+        self,
+        loop: asyncio.AbstractEventLoop,
+        threshold: float,
+        report: Report | None = None,
+        *,
+        still_blocked: float | None = None,
+    ) -> None:
         self.loop = loop
         self.threshold = threshold
+        self.still_blocked = still_blocked if still_blocked is not None else max(STILL_BLOCKED, 10 * threshold)
         self.report = report
         self._loop_thread = threading.get_ident()  # made on the loop's thread
         self._stopped = threading.Event()
@@ -62,8 +74,18 @@ class LoopWatchdog:
             if beat.wait(self.threshold):
                 continue
             engine, request_id, stack = self._culprit()
+            # A loop blocked for good never comes back to be logged: say so while it is still blocked.
+            still = self.still_blocked
             while not beat.wait(self.threshold) and not self._stopped.is_set():
-                pass
+                if still and time.monotonic() - started > still:
+                    still = 0
+                    log.error(
+                        "the event loop has been blocked for over %.0fs by %s, and still is\n%s",
+                        time.monotonic() - started,
+                        _who(engine, request_id),
+                        stack,
+                        extra={"engine": engine or None, "request_id": request_id or None},
+                    )
             self._stalled(time.monotonic() - started, engine, request_id, stack)
 
     def _culprit(self) -> tuple[str, str, str]:
@@ -75,7 +97,7 @@ class LoopWatchdog:
         return (found[0], found[1], stack) if found is not None else ("", "", stack)
 
     def _stalled(self, seconds: float, engine: str, request_id: str, stack: str) -> None:
-        who = f"engine {engine!r} (request {request_id})" if engine else "code outside any engine"
+        who = _who(engine, request_id)
         log.warning(
             "the event loop was blocked for %.3fs by %s; blocking code belongs in a sync engine (a plain def)\n%s",
             seconds,
@@ -85,3 +107,7 @@ class LoopWatchdog:
         )
         if self.report is not None:
             self.report(engine, seconds)
+
+
+def _who(engine: str, request_id: str) -> str:
+    return f"engine {engine!r} (request {request_id})" if engine else "code outside any engine"
