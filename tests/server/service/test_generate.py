@@ -166,7 +166,8 @@ async def test_descriptors_decode_responses_in_a_fresh_pool(stub: pbg.EngineServ
     request_cls = message_factory.GetMessageClass(pool.FindMessageTypeByName(info.request_type))
     response_cls = message_factory.GetMessageClass(pool.FindMessageTypeByName(info.response_type))
     assert request_cls is not CountRequest
-    request = request_cls(count=3, size=2)
+    # A class built at run time from descriptors: its fields are not known to the type checker.
+    request = cast(Any, request_cls)(count=3, size=2)
     call = stub.Generate(
         pb.GenerateRequest(
             engine="count",
