@@ -19,14 +19,18 @@ FINISH_REASON_COMPLETED: FinishReason
 FINISH_REASON_STOPPED: FinishReason
 
 class GenerateRequest(_message.Message):
-    __slots__ = ("engine", "request", "request_id")
+    __slots__ = ("engine", "request", "request_id", "resume_from", "priority")
     ENGINE_FIELD_NUMBER: _ClassVar[int]
     REQUEST_FIELD_NUMBER: _ClassVar[int]
     REQUEST_ID_FIELD_NUMBER: _ClassVar[int]
+    RESUME_FROM_FIELD_NUMBER: _ClassVar[int]
+    PRIORITY_FIELD_NUMBER: _ClassVar[int]
     engine: str
     request: _any_pb2.Any
     request_id: str
-    def __init__(self, engine: _Optional[str] = ..., request: _Optional[_Union[_any_pb2.Any, _Mapping]] = ..., request_id: _Optional[str] = ...) -> None: ...
+    resume_from: int
+    priority: int
+    def __init__(self, engine: _Optional[str] = ..., request: _Optional[_Union[_any_pb2.Any, _Mapping]] = ..., request_id: _Optional[str] = ..., resume_from: _Optional[int] = ..., priority: _Optional[int] = ...) -> None: ...
 
 class GenerateResponse(_message.Message):
     __slots__ = ("items", "finish_reason")
