@@ -30,7 +30,6 @@ from .health_service import HealthService
 from .inflight import InFlight
 from .metrics import MetricsEndpoint, MetricsStartError, ServerMetrics
 from .options import channel_options
-from .outcome import Cause
 from .protocol import SERVICE_NAME
 from .pump import DEFAULT_KILL_TIMEOUT
 from .registry import EngineRegistry
@@ -250,8 +249,7 @@ class EngineServer:
         """Stop at once: every generation is killed and every call cancelled."""
         self.service.draining = True
         await self.engine_health.stop()
-        for generation in self.inflight:
-            generation.kill(Cause.DRAIN)
+        self.inflight.kill_all()
         await self._stop_grpc()
         self._closing()
         self._closed.set()

@@ -86,6 +86,7 @@ class Context:
         ctx = Context("req-1")
         ctx.stop_generating()          # the engine sees ctx.is_stopped() and returns when it likes
         await ctx.stopped()            # returns at once: already stopped
+        Context("req-1", resume_from=5).resume_from   # 5: the consumer has the first five items
     """
 
     __slots__ = (
@@ -98,10 +99,19 @@ class Context:
         "_killed_ev",
         "_state",
         "_stopped_ev",
+        "resume_from",
     )
 
-    def __init__(self, id: str | None = None) -> None:
+    def __init__(self, id: str | None = None, *, resume_from: int = 0) -> None:
+        if resume_from < 0:
+            raise ValueError(f"resume_from must be 0 or more, got {resume_from}")
         self._id = id if id is not None else str(uuid.uuid4())
+        self.resume_from = resume_from
+        """How many items of this generation its consumer already has: a resumable engine continues after them.
+
+        0 for a fresh start. The runtime sets it from ``GenerateRequest.resume_from``; only an engine registered
+        with ``resumable=True`` is ever started with anything else (docs/scaling.md).
+        """
         self._state = _RUNNING
         self._done = False
         # Links are kept in a dict (insertion-ordered) so that unlinking a finished child is O(1).

@@ -46,7 +46,7 @@ def file_descriptor_set(classes: Iterable[type[Message] | None]) -> descriptor_p
 
 
 def engine_info(engine: LocalEngine) -> pb.EngineInfo:
-    """What `ListEngines` says of ``engine``: name, types, unary, and the descriptors of its types."""
+    """What `ListEngines` says of ``engine``: name, types, unary, resumable, and the descriptors of its types."""
     return pb.EngineInfo(
         name=engine.name,
         description=engine.description,
@@ -54,5 +54,6 @@ def engine_info(engine: LocalEngine) -> pb.EngineInfo:
         response_type=engine.response_type,
         error_type=engine.error_type or "",
         unary=engine.unary,
+        resumable=engine.resumable,
         descriptors=file_descriptor_set([engine.request_class, engine.response_class, engine.error_class]),
     )

@@ -25,7 +25,7 @@ from google.protobuf.message import Message
 
 from .budget import OutputBudget
 from .context import Context
-from .errors import EngineFailed
+from .errors import Code, EngineError, EngineFailed
 from .protocol import check_request_type
 from .pump import DEFAULT_KILL_TIMEOUT, DEFAULT_MAX_BATCH_BYTES, DEFAULT_MAX_BATCH_ITEMS, LocalStream
 from .stream import ResponseStream
@@ -56,6 +56,7 @@ class AnyEngine(abc.ABC):
         error_type: str | None,
         unary: bool,
         description: str = "",
+        resumable: bool = False,
     ) -> None:
         self.name = name
         self.request_type = request_type
@@ -63,6 +64,8 @@ class AnyEngine(abc.ABC):
         self.error_type = error_type
         self.unary = unary
         self.description = description
+        # The engine's promise: the same request with `ctx.resume_from = N` continues after the first N items.
+        self.resumable = resumable
 
     def __repr__(self) -> str:
         return f"<{type(self).__name__} {self.name!r} {self.request_type} -> {self.response_type}>"
@@ -134,6 +137,7 @@ class LocalEngine(AnyEngine):
         unary: bool,
         description: str = "",
         health_request: Message | None = None,
+        resumable: bool = False,
     ) -> None:
         super().__init__(
             name,
@@ -142,6 +146,7 @@ class LocalEngine(AnyEngine):
             error_type=full_name(error),
             unary=unary,
             description=description,
+            resumable=resumable,
         )
         self.request_class = request
         self.response_class = response
@@ -150,6 +155,16 @@ class LocalEngine(AnyEngine):
         self._fn = fn
         self.check_response = _response_check(name, response)
         """Raise :class:`EngineFailed` unless the argument is of the engine's response type."""
+
+    def check_resume(self, resume_from: int) -> None:
+        """Refuse (FAILED_PRECONDITION, naming the engine) to continue after ``resume_from`` items, unless the
+        engine is resumable or ``resume_from`` is 0."""
+        if resume_from and not self.resumable:
+            raise EngineError(
+                Code.FAILED_PRECONDITION,
+                f"engine {self.name!r} is not resumable: it cannot continue after {resume_from} items "
+                "(resume_from must be 0)",
+            )
 
     async def generate(
         self,
@@ -169,11 +184,16 @@ class LocalEngine(AnyEngine):
         does), and the batch budget then counts those bytes; ``max_items``/``max_bytes`` bound what may wait in
         the buffer for the consumer; ``kill_timeout`` is how long a killed engine has to end before its stream
         gives up on it (the task is then a zombie, see :mod:`.zombies`).
+
+        A context with ``resume_from`` over 0 is refused (FAILED_PRECONDITION) unless the engine is resumable.
         """
         check_request_type(self.name, self.request_type, request.DESCRIPTOR.full_name)
         context = context if context is not None else Context()
+        self.check_resume(context.resume_from)
+        # A unary engine resumed after its one response has nothing left to produce: it is not run again.
+        source = _nothing() if self.unary and context.resume_from else self._fn(request, context)
         return LocalStream(
-            self._fn(request, context),
+            source,
             context,
             engine=self.name,
             check=self.check_response,
@@ -183,6 +203,11 @@ class LocalEngine(AnyEngine):
             kill_timeout=kill_timeout,
             budget=budget,
         )
+
+
+async def _nothing() -> AsyncIterator[Any]:
+    return
+    yield  # an async generator that yields nothing
 
 
 def _response_check(engine: str, response: type[Message]) -> Callable[[Any], None]:
@@ -207,8 +232,11 @@ def as_generator(engine: Any, name: str) -> tuple[Callable[[Any, Context], Async
 
         async def delegate(request: Any, ctx: Context) -> AsyncIterator[Any]:
             # A child context: stop and kill reach the inner generation, and its id stays distinct (the inner
-            # engine may be this very server, reached over the network).
-            stream = await erased.generate(request, ctx.child())
+            # engine may be this very server, reached over the network). It is the same generation: a resumed
+            # one resumes the inner one too.
+            child = ctx.child()
+            child.resume_from = ctx.resume_from
+            stream = await erased.generate(request, child)
             async for item in stream:
                 yield item
 

@@ -2,7 +2,8 @@
 
 - ``echo``: one response per whitespace-separated word, ``delay_s`` apart.
 - ``count``: ``count`` responses with a payload of ``size`` characters, ``delay_s`` apart (0: flat out);
-  refuses out-of-range requests with a typed error (``examples.v1.CountError``).
+  refuses out-of-range requests with a typed error (``examples.v1.CountError``). It is resumable: with
+  ``ctx.resume_from = N`` it continues at index N, so a client can continue a broken stream on another replica.
 - ``shout``: composes ``echo`` through a linked child context and upper-cases what it says; stopping or
   killing ``shout`` reaches the inner ``echo``.
 - ``reverse``: a unary engine, the text reversed.
@@ -49,7 +50,7 @@ async def echo(request: EchoRequest, ctx: Context) -> AsyncIterator[EchoResponse
         yield EchoResponse(text=word)
 
 
-@registry.engine("count", request=CountRequest, response=CountResponse, error=CountError)
+@registry.engine("count", request=CountRequest, response=CountResponse, error=CountError, resumable=True)
 async def count(request: CountRequest, ctx: Context) -> AsyncIterator[CountResponse]:
     """Streams `count` responses with a `size`-character payload, `delay_s` seconds apart (0: flat out)."""
     for field, value, limit in (("count", request.count, MAX_COUNT), ("size", request.size, MAX_SIZE)):
@@ -61,10 +62,11 @@ async def count(request: CountRequest, ctx: Context) -> AsyncIterator[CountRespo
             )
     payload = "x" * request.size
     delay = request.delay_s
-    for index in range(request.count):
+    first = ctx.resume_from  # item i is index i: resuming after N items starts at index N
+    for index in range(first, request.count):
         if ctx.is_stopped():
             return
-        if delay > 0 and index:
+        if delay > 0 and index > first:
             await asyncio.sleep(delay)
         yield CountResponse(index=index, payload=payload)
 

@@ -36,17 +36,21 @@ class Generation:
         "engine",
         "finishing",
         "first_item_at",
+        "handed_off",
         "items",
         "kill_cause",
         "messages",
+        "resumable",
         "started",
         "stop_cause",
         "stop_key",
     )
 
-    def __init__(self, context: Context, engine: str) -> None:
+    def __init__(self, context: Context, engine: str, *, resumable: bool = False) -> None:
         self.context = context
         self.engine = engine
+        self.resumable = resumable
+        self.handed_off = False  # ended by the drain for its client to continue elsewhere (How.MIGRATED)
         # What a `Stop` for this generation must carry, so that no client can stop another's (x-stop-key).
         self.stop_key = secrets.token_urlsafe(16)
         self.stop_cause: Cause | None = None
@@ -77,6 +81,18 @@ class Generation:
         if self.kill_cause is None:
             self.kill_cause = cause
         self.context.kill()
+
+    def hand_off(self) -> None:
+        """End a resumable generation for its client to continue it on another replica: a kill whose ending is
+        :attr:`How.MIGRATED <.outcome.How.MIGRATED>`, its status UNAVAILABLE with ``x-continue-elsewhere``."""
+        if self.kill_cause is None:
+            self.handed_off = True
+        self.kill(Cause.DRAIN)
+
+    @property
+    def position(self) -> int:
+        """How many items of the generation its client has: those it resumed from and those written since."""
+        return self.context.resume_from + self.items
 
     def end(self, ending: Ending) -> None:
         """Record how it ended (once: the first ending is the one the client saw)."""
@@ -149,18 +165,36 @@ class InFlight:
         they end with FINISH_REASON_STOPPED), then ``stop_timeout`` seconds more before the rest are killed (their
         clients see UNAVAILABLE); ``kill_timeout`` later even an engine that ignores its kill has let its call end.
         Refusing new generations meanwhile is the caller's part.
+
+        A resumable generation is handed off (:meth:`Generation.hand_off`) where another would be stopped: its
+        client continues it on another replica with nothing lost, so asking it to stop would only truncate it. One
+        whose client had already asked it to stop is left to finish, and handed off at the stop timeout.
         """
         if await self.wait_empty(drain_timeout):
             return
         log.info("drain: %s still running after %.1fs; stopping them", _generations(len(self)), drain_timeout)
         for generation in self:
-            generation.stop(Cause.DRAIN)
+            if generation.resumable and not generation.context.is_stopped():
+                generation.hand_off()
+            else:
+                generation.stop(Cause.DRAIN)
         if await self.wait_empty(stop_timeout):
             return
-        log.warning("drain: killing %s that ignored the stop for %.1fs", _generations(len(self)), stop_timeout)
-        for generation in self:
-            generation.kill(Cause.DRAIN)
+        log.warning(
+            "drain: killing %s that ignored the stop for %.1fs (handing off the resumable ones)",
+            _generations(len(self)),
+            stop_timeout,
+        )
+        self.kill_all()
         await self.wait_empty(kill_timeout + 1.0)
+
+    def kill_all(self) -> None:
+        """End every generation now (the drain's cause): the resumable ones are handed off, the others killed."""
+        for generation in self:
+            if generation.resumable:
+                generation.hand_off()
+            else:
+                generation.kill(Cause.DRAIN)
 
 
 def _generations(count: int) -> str:

@@ -88,7 +88,8 @@ def configure_logging(fmt: str = "text", level: str = "info") -> None:
 
 
 def log_request(generation: Generation, code: Code) -> None:
-    """The one line per finished request: engine, request id, status, items, duration, how it ended and why."""
+    """The one line per finished request: engine, request id, status, items, duration, how it ended and why
+    (``finish`` is ``migrated`` for a resumable generation a drain handed off), and ``resume_from`` if resumed."""
     ctx = generation.context
     ending = generation.ending
     finish = ending.how.value if ending is not None else "failed"
@@ -108,6 +109,8 @@ def log_request(generation: Generation, code: Code) -> None:
             "items": generation.items,
             "messages": generation.messages,
             "duration_ms": round((ended - generation.started) * 1000, 3),
+            # Only on a resumed generation: its items continue from there.
+            **({"resume_from": ctx.resume_from} if ctx.resume_from else {}),
         },
     )
 

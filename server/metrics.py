@@ -15,6 +15,7 @@ metric                                         type       extra labels   what
 ``engine_messages_sent_total``                 counter                   response messages carrying them
 ``engine_stops_total``                         counter    ``cause``      generations asked to stop (and not killed)
 ``engine_kills_total``                         counter    ``cause``      generations killed
+``engine_handoffs_total``                      counter                   resumable generations handed off by a drain
 ``engine_requests_refused_total``              counter    ``code``       calls refused before a generation started
 ``engine_zombie_tasks``                        gauge                     engine tasks that ignored a kill, still running
 ``engine_event_loop_stall_seconds``            histogram                 event-loop stalls, by the engine running then
@@ -94,6 +95,12 @@ class ServerMetrics:
         self.registry = registry
         self._define_generation_metrics(registry)
         self.kills = Counter("engine_kills", "Generations killed, by cause.", ["engine", "cause"], registry=registry)
+        self.handoffs = Counter(
+            "engine_handoffs",
+            "Resumable generations a drain ended for their clients to continue on another replica.",
+            ["engine"],
+            registry=registry,
+        )
         self.refused = Counter(
             "engine_requests_refused",
             "Calls refused before a generation started (bad request, unknown engine, limits, draining), by status; "
@@ -195,7 +202,9 @@ class ServerMetrics:
         series.messages.inc(generation.messages)
         self.requests.labels(generation.engine, code.name).inc()
         ending = generation.ending
-        if ending is not None and ending.cause is not None:
+        if ending is not None and ending.how is How.MIGRATED:
+            self.handoffs.labels(generation.engine).inc()
+        elif ending is not None and ending.cause is not None:
             # Counted once, by how it ended: a generation stopped and then killed is a kill.
             counter = self.kills if ending.how is How.KILLED else self.stops
             counter.labels(generation.engine, ending.cause.value).inc()

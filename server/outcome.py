@@ -6,6 +6,7 @@ stop request, the drain, the engine), and the error, if any. :func:`status_of` t
 status the client gets; the log line and the metrics read the same value, so they cannot disagree with it::
 
     Ending(How.KILLED, Cause.DRAIN)          -> UNAVAILABLE "the server is shutting down: ..."
+    Ending(How.MIGRATED, Cause.DRAIN)        -> UNAVAILABLE "... continue elsewhere", and `x-continue-elsewhere`
     Ending(How.KILLED, Cause.STOP_REQUEST)   -> ABORTED "generation 'r1' was killed by a stop request"
     Ending(How.STOPPED, Cause.STOP_REQUEST)  -> OK, finish reason STOPPED
     Ending(How.FAILED, None, EngineError(FAILED_PRECONDITION, ...))  -> that error
@@ -38,6 +39,7 @@ class How(enum.Enum):
     STOPPED = "stopped"  # the engine returned after a stop was asked: FINISH_REASON_STOPPED
     FAILED = "failed"  # the engine raised, or yielded a value of the wrong type
     KILLED = "killed"  # killed before it returned; the cause says by whom
+    MIGRATED = "migrated"  # a resumable generation the drain ended, for its client to continue elsewhere
 
 
 # The status of a kill, by cause, when the client is still there to be told.
@@ -79,6 +81,10 @@ def status_of(ending: Ending, request_id: str) -> EngineError | None:
             # Never the engine's own words for an unexpected failure: they were logged with the request id.
             return EngineFailed(f"{error.message} (request id {request_id})")
         return error
+    if ending.how is How.MIGRATED:
+        return Unavailable(
+            f"the server is shutting down: resumable generation {request_id!r} is to continue on another replica"
+        )
     if ending.cause is Cause.DRAIN:
         return Unavailable(f"the server is shutting down: generation {request_id!r} ran past the stop timeout")
     return Aborted(f"generation {request_id!r} was killed by a stop request")

@@ -4,7 +4,7 @@ Everything the two sides must agree on and that the generated code does not alre
 
 - the service's name and method paths;
 - the type-URL prefix of every ``google.protobuf.Any`` and the request-type check;
-- the metadata keys (``x-request-id``, ``x-stop-key``, the rich-status trailer);
+- the metadata keys (``x-request-id``, ``x-stop-key``, ``x-continue-elsewhere``, the rich-status trailer);
 - status codes and :class:`~.errors.EngineError` subclasses, in both directions (:func:`error_for` and each
   subclass's ``default_code``), and the rich status (``google.rpc.Status``) that carries an error's ``detail``.
 
@@ -29,6 +29,7 @@ from . import errors
 from .errors import Code, EngineError
 
 __all__ = [
+    "CONTINUE_ELSEWHERE_KEY",
     "GENERATE",
     "LIST_ENGINES",
     "MAX_ECHO",
@@ -59,6 +60,9 @@ REQUEST_ID_KEY = "x-request-id"
 """Initial metadata of every generation: its request id (the client's, or one the server made)."""
 STOP_KEY_KEY = "x-stop-key"
 """Initial metadata of every generation: the unguessable key a `Stop` for it must carry."""
+CONTINUE_ELSEWHERE_KEY = "x-continue-elsewhere"
+"""Trailing metadata of a resumable generation the drain handed off (status UNAVAILABLE): how many items of the
+generation the client has (decimal). Re-send the same request with that ``resume_from`` to another replica."""
 STATUS_DETAILS_KEY = "grpc-status-details-bin"
 """Trailing metadata: a serialized ``google.rpc.Status`` whose details hold the engine's typed error."""
 

@@ -46,11 +46,14 @@ class EngineRegistry:
         error: type[Message] | None = None,
         description: str | None = None,
         health_request: Message | None = None,
+        resumable: bool = False,
     ) -> Callable[[F], F]:
         """Register the decorated async generator (or unary coroutine) function under ``name``.
 
         ``description`` defaults to the first line of the function's docstring. ``health_request``, if given,
         is a request the server runs now and then while the engine is idle to tell whether it is healthy.
+        ``resumable=True`` is the engine's promise that the same request with ``ctx.resume_from = N`` continues
+        after the first N items, so a broken stream can continue on another replica (docs/scaling.md).
         """
 
         def decorate(fn: F) -> F:
@@ -62,6 +65,7 @@ class EngineRegistry:
                 error=error,
                 description=description,
                 health_request=health_request,
+                resumable=resumable,
             )
             return fn
 
@@ -77,12 +81,14 @@ class EngineRegistry:
         error: type[Message] | None = None,
         description: str | None = None,
         health_request: Message | None = None,
+        resumable: bool | None = None,
     ) -> LocalEngine:
         """Register ``engine`` under ``name`` and return it type-erased.
 
         ``engine`` is an async generator function ``(request, ctx)``, a coroutine function returning one
         response, an object whose ``generate`` is either, or a typed :class:`Engine` (a remote one, say),
-        whose types are then the defaults for ``request``/``response``.
+        whose types are then the defaults for ``request``/``response`` and whose ``resumable`` is the default
+        for ``resumable`` (else False; see :meth:`engine`).
 
         Example::
 
@@ -98,6 +104,7 @@ class EngineRegistry:
         if isinstance(engine, AnyEngine | Engine):
             erased = engine.erased if isinstance(engine, Engine) else engine
             description = description if description is not None else erased.description
+            resumable = erased.resumable if resumable is None else resumable
         if request is None or response is None:
             raise TypeError(f"engine {name!r} needs its request= and response= message classes")
         for role, cls in (("request", request), ("response", response), ("error", error)):
@@ -118,6 +125,7 @@ class EngineRegistry:
             unary=unary,
             description=description,
             health_request=health_request,
+            resumable=bool(resumable),
         )
         self._engines[name] = local
         return local

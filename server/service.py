@@ -34,6 +34,7 @@ from .errors import Code, EngineError, EngineFailed, EngineNotFound, InvalidRequ
 from .inflight import Generation, InFlight
 from .outcome import Cause, Ending, How, status_of
 from .protocol import (
+    CONTINUE_ELSEWHERE_KEY,
     SERVICE_NAME,
     STATUS_DETAILS_KEY,
     check_request_type,
@@ -188,11 +189,13 @@ class EngineService:
         engine = self.registry.get(request.engine)
         check_request_type(engine.name, engine.request_type, type_name(request.request.type_url))
         payload = parse(engine.request_class, request.request.value, "the request inside the Any")
+        engine.check_resume(request.resume_from)
         if request.request_id:
             problem = validate_request_id(request.request_id)
             if problem is not None:
                 raise InvalidRequest(problem)
-        generation = Generation(Context(request.request_id or None), engine.name)
+        context = Context(request.request_id or None, resume_from=request.resume_from)
+        generation = Generation(context, engine.name, resumable=engine.resumable)
         self.inflight.add(generation)
         try:
             stream = await engine.generate(
@@ -239,7 +242,9 @@ class EngineService:
             assert ending is not None
             error = status_of(ending, generation.id)
             if error is not None:
-                _set_status(context, error)
+                # A hand-off says where the client's copy of the stream stands: the resume_from to send next.
+                handed_off = ((CONTINUE_ELSEWHERE_KEY, str(generation.position)),) if ending.how is How.MIGRATED else ()
+                _set_status(context, error, handed_off)
             if self._finished:
                 # After this handler has wound down: a kill's cancellation and the final status go out first,
                 # the bookkeeping (log line, metrics) after, yet before anyone waiting for an empty table.
@@ -286,9 +291,12 @@ class EngineService:
         return pb.ListEnginesResponse(engines=infos).SerializeToString()
 
 
-def _set_status(context: ServicerContext, error: EngineError) -> None:
+def _set_status(context: ServicerContext, error: EngineError, trailing: tuple[tuple[str, str], ...] = ()) -> None:
     context.set_code(grpc.StatusCode[error.code.name])
     context.set_details(error.message)
-    trailer = status_trailer(error)
-    if trailer is not None:
-        context.set_trailing_metadata(((STATUS_DETAILS_KEY, trailer),))
+    details = status_trailer(error)
+    metadata: tuple[tuple[str, str | bytes], ...] = (
+        trailing if details is None else ((STATUS_DETAILS_KEY, details), *trailing)
+    )
+    if metadata:
+        context.set_trailing_metadata(metadata)

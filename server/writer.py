@@ -51,8 +51,8 @@ async def write_generation(generation: Generation, stream: LocalStream[bytes], c
             batch = await stream.next_batch()
             reason = stream.finish_reason
             if not batch and reason is None:
-                # The stream ended quietly: the generation was killed on this side.
-                return Ending(How.KILLED, generation.cause)
+                # The stream ended quietly: the generation was killed (or handed off) on this side.
+                return Ending(How.MIGRATED if generation.handed_off else How.KILLED, generation.cause)
             if generation.first_item_at is None and batch:
                 generation.first_item_at = time.monotonic()
             finish = None

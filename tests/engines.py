@@ -121,6 +121,16 @@ async def stubborn(request: EchoRequest, ctx: Context) -> AsyncIterator[EchoResp
         await asyncio.sleep(0.01)
 
 
+@registry.engine("ticks", request=CountRequest, response=CountResponse, resumable=True)
+async def ticks(request: CountRequest, ctx: Context) -> AsyncIterator[CountResponse]:
+    """Resumable, and ignores stop: index `ctx.resume_from` on, `delay_s` apart, up to `count` (0: forever)."""
+    index = ctx.resume_from
+    while not request.count or index < request.count:
+        yield CountResponse(index=index)
+        index += 1
+        await asyncio.sleep(request.delay_s)
+
+
 @registry.engine("leaks_cancel", request=EchoRequest, response=EchoResponse)
 async def leaks_cancel(request: EchoRequest, ctx: Context) -> AsyncIterator[EchoResponse]:
     """Raises CancelledError without having been cancelled."""

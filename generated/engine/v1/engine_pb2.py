@@ -26,15 +26,15 @@ from google.protobuf import any_pb2 as google_dot_protobuf_dot_any__pb2
 from google.protobuf import descriptor_pb2 as google_dot_protobuf_dot_descriptor__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x16\x65ngine/v1/engine.proto\x12\tengine.v1\x1a\x19google/protobuf/any.proto\x1a google/protobuf/descriptor.proto\"\x83\x01\n\x0fGenerateRequest\x12\x0e\n\x06\x65ngine\x18\x01 \x01(\t\x12%\n\x07request\x18\x02 \x01(\x0b\x32\x14.google.protobuf.Any\x12\x12\n\nrequest_id\x18\x03 \x01(\t\x12\x13\n\x0bresume_from\x18\x04 \x01(\x04\x12\x10\n\x08priority\x18\x05 \x01(\x05\"g\n\x10GenerateResponse\x12#\n\x05items\x18\x01 \x03(\x0b\x32\x14.google.protobuf.Any\x12.\n\rfinish_reason\x18\x02 \x01(\x0e\x32\x17.engine.v1.FinishReason\"l\n\x0eSessionRequest\x12+\n\x05start\x18\x01 \x01(\x0b\x32\x1a.engine.v1.GenerateRequestH\x00\x12%\n\x07\x63ontrol\x18\x02 \x01(\x0b\x32\x12.engine.v1.ControlH\x00\x42\x06\n\x04kind\"\x83\x01\n\x07\x43ontrol\x12)\n\x06\x61\x63tion\x18\x01 \x01(\x0e\x32\x19.engine.v1.Control.Action\"M\n\x06\x41\x63tion\x12\x16\n\x12\x41\x43TION_UNSPECIFIED\x10\x00\x12\x1a\n\x16\x41\x43TION_STOP_GENERATING\x10\x01\x12\x0f\n\x0b\x41\x43TION_KILL\x10\x02\"A\n\x0bStopRequest\x12\x12\n\nrequest_id\x18\x01 \x01(\t\x12\x0c\n\x04kill\x18\x02 \x01(\x08\x12\x10\n\x08stop_key\x18\x03 \x01(\t\"\x0e\n\x0cStopResponse\"\"\n\x12ListEnginesRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\"=\n\x13ListEnginesResponse\x12&\n\x07\x65ngines\x18\x01 \x03(\x0b\x32\x15.engine.v1.EngineInfo\"\xb8\x01\n\nEngineInfo\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x13\n\x0b\x64\x65scription\x18\x02 \x01(\t\x12\x14\n\x0crequest_type\x18\x03 \x01(\t\x12\x15\n\rresponse_type\x18\x04 \x01(\t\x12\x12\n\nerror_type\x18\x05 \x01(\t\x12\r\n\x05unary\x18\x06 \x01(\x08\x12\x37\n\x0b\x64\x65scriptors\x18\x07 \x01(\x0b\x32\".google.protobuf.FileDescriptorSet*e\n\x0c\x46inishReason\x12\x1d\n\x19\x46INISH_REASON_UNSPECIFIED\x10\x00\x12\x1b\n\x17\x46INISH_REASON_COMPLETED\x10\x01\x12\x19\n\x15\x46INISH_REASON_STOPPED\x10\x02\x32\xa4\x02\n\rEngineService\x12\x45\n\x08Generate\x12\x1a.engine.v1.GenerateRequest\x1a\x1b.engine.v1.GenerateResponse0\x01\x12\x45\n\x07Session\x12\x19.engine.v1.SessionRequest\x1a\x1b.engine.v1.GenerateResponse(\x01\x30\x01\x12\x37\n\x04Stop\x12\x16.engine.v1.StopRequest\x1a\x17.engine.v1.StopResponse\x12L\n\x0bListEngines\x12\x1d.engine.v1.ListEnginesRequest\x1a\x1e.engine.v1.ListEnginesResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x16\x65ngine/v1/engine.proto\x12\tengine.v1\x1a\x19google/protobuf/any.proto\x1a google/protobuf/descriptor.proto\"\x83\x01\n\x0fGenerateRequest\x12\x0e\n\x06\x65ngine\x18\x01 \x01(\t\x12%\n\x07request\x18\x02 \x01(\x0b\x32\x14.google.protobuf.Any\x12\x12\n\nrequest_id\x18\x03 \x01(\t\x12\x13\n\x0bresume_from\x18\x04 \x01(\x04\x12\x10\n\x08priority\x18\x05 \x01(\x05\"g\n\x10GenerateResponse\x12#\n\x05items\x18\x01 \x03(\x0b\x32\x14.google.protobuf.Any\x12.\n\rfinish_reason\x18\x02 \x01(\x0e\x32\x17.engine.v1.FinishReason\"l\n\x0eSessionRequest\x12+\n\x05start\x18\x01 \x01(\x0b\x32\x1a.engine.v1.GenerateRequestH\x00\x12%\n\x07\x63ontrol\x18\x02 \x01(\x0b\x32\x12.engine.v1.ControlH\x00\x42\x06\n\x04kind\"\x83\x01\n\x07\x43ontrol\x12)\n\x06\x61\x63tion\x18\x01 \x01(\x0e\x32\x19.engine.v1.Control.Action\"M\n\x06\x41\x63tion\x12\x16\n\x12\x41\x43TION_UNSPECIFIED\x10\x00\x12\x1a\n\x16\x41\x43TION_STOP_GENERATING\x10\x01\x12\x0f\n\x0b\x41\x43TION_KILL\x10\x02\"A\n\x0bStopRequest\x12\x12\n\nrequest_id\x18\x01 \x01(\t\x12\x0c\n\x04kill\x18\x02 \x01(\x08\x12\x10\n\x08stop_key\x18\x03 \x01(\t\"\x0e\n\x0cStopResponse\"\"\n\x12ListEnginesRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\"=\n\x13ListEnginesResponse\x12&\n\x07\x65ngines\x18\x01 \x03(\x0b\x32\x15.engine.v1.EngineInfo\"\xcb\x01\n\nEngineInfo\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x13\n\x0b\x64\x65scription\x18\x02 \x01(\t\x12\x14\n\x0crequest_type\x18\x03 \x01(\t\x12\x15\n\rresponse_type\x18\x04 \x01(\t\x12\x12\n\nerror_type\x18\x05 \x01(\t\x12\r\n\x05unary\x18\x06 \x01(\x08\x12\x37\n\x0b\x64\x65scriptors\x18\x07 \x01(\x0b\x32\".google.protobuf.FileDescriptorSet\x12\x11\n\tresumable\x18\x08 \x01(\x08*e\n\x0c\x46inishReason\x12\x1d\n\x19\x46INISH_REASON_UNSPECIFIED\x10\x00\x12\x1b\n\x17\x46INISH_REASON_COMPLETED\x10\x01\x12\x19\n\x15\x46INISH_REASON_STOPPED\x10\x02\x32\xa4\x02\n\rEngineService\x12\x45\n\x08Generate\x12\x1a.engine.v1.GenerateRequest\x1a\x1b.engine.v1.GenerateResponse0\x01\x12\x45\n\x07Session\x12\x19.engine.v1.SessionRequest\x1a\x1b.engine.v1.GenerateResponse(\x01\x30\x01\x12\x37\n\x04Stop\x12\x16.engine.v1.StopRequest\x1a\x17.engine.v1.StopResponse\x12L\n\x0bListEngines\x12\x1d.engine.v1.ListEnginesRequest\x1a\x1e.engine.v1.ListEnginesResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'engine.v1.engine_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_FINISHREASON']._serialized_start=950
-  _globals['_FINISHREASON']._serialized_end=1051
+  _globals['_FINISHREASON']._serialized_start=969
+  _globals['_FINISHREASON']._serialized_end=1070
   _globals['_GENERATEREQUEST']._serialized_start=99
   _globals['_GENERATEREQUEST']._serialized_end=230
   _globals['_GENERATERESPONSE']._serialized_start=232
@@ -54,7 +54,7 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_LISTENGINESRESPONSE']._serialized_start=700
   _globals['_LISTENGINESRESPONSE']._serialized_end=761
   _globals['_ENGINEINFO']._serialized_start=764
-  _globals['_ENGINEINFO']._serialized_end=948
-  _globals['_ENGINESERVICE']._serialized_start=1054
-  _globals['_ENGINESERVICE']._serialized_end=1346
+  _globals['_ENGINEINFO']._serialized_end=967
+  _globals['_ENGINESERVICE']._serialized_start=1073
+  _globals['_ENGINESERVICE']._serialized_end=1365
 # @@protoc_insertion_point(module_scope)

@@ -89,7 +89,7 @@ class ListEnginesResponse(_message.Message):
     def __init__(self, engines: _Optional[_Iterable[_Union[EngineInfo, _Mapping]]] = ...) -> None: ...
 
 class EngineInfo(_message.Message):
-    __slots__ = ("name", "description", "request_type", "response_type", "error_type", "unary", "descriptors")
+    __slots__ = ("name", "description", "request_type", "response_type", "error_type", "unary", "descriptors", "resumable")
     NAME_FIELD_NUMBER: _ClassVar[int]
     DESCRIPTION_FIELD_NUMBER: _ClassVar[int]
     REQUEST_TYPE_FIELD_NUMBER: _ClassVar[int]
@@ -97,6 +97,7 @@ class EngineInfo(_message.Message):
     ERROR_TYPE_FIELD_NUMBER: _ClassVar[int]
     UNARY_FIELD_NUMBER: _ClassVar[int]
     DESCRIPTORS_FIELD_NUMBER: _ClassVar[int]
+    RESUMABLE_FIELD_NUMBER: _ClassVar[int]
     name: str
     description: str
     request_type: str
@@ -104,4 +105,5 @@ class EngineInfo(_message.Message):
     error_type: str
     unary: bool
     descriptors: _descriptor_pb2.FileDescriptorSet
-    def __init__(self, name: _Optional[str] = ..., description: _Optional[str] = ..., request_type: _Optional[str] = ..., response_type: _Optional[str] = ..., error_type: _Optional[str] = ..., unary: _Optional[bool] = ..., descriptors: _Optional[_Union[_descriptor_pb2.FileDescriptorSet, _Mapping]] = ...) -> None: ...
+    resumable: bool
+    def __init__(self, name: _Optional[str] = ..., description: _Optional[str] = ..., request_type: _Optional[str] = ..., response_type: _Optional[str] = ..., error_type: _Optional[str] = ..., unary: _Optional[bool] = ..., descriptors: _Optional[_Union[_descriptor_pb2.FileDescriptorSet, _Mapping]] = ..., resumable: _Optional[bool] = ...) -> None: ...
