@@ -19,6 +19,7 @@ from engine_runtime.generated.engine.v1 import engine_pb2 as pb
 from engine_runtime.server.errors import EngineNotFound
 from engine_runtime.server.protocol import LIST_ENGINES, STOP
 
+from .migration import DEFAULT_MIGRATION_LIMIT, Migrations
 from .remote import RemoteEngine
 from .transport import Transport
 
@@ -32,7 +33,9 @@ class EngineClient:
     round-robin), or a list (or comma-separated string) of those. ``tls_ca`` turns on TLS (``tls_cert`` and
     ``tls_key`` add a client certificate, for mutual TLS); ``token`` (or ``token_file``) is sent as
     ``authorization: Bearer <token>``. ``connect_timeout`` bounds the wait for every target on entry;
-    ``timeout`` is the deadline of each call (None: none).
+    ``timeout`` is the deadline of each call (None: none). A stream of a resumable engine that breaks (its
+    replica died or was drained, its connection was lost) continues on another replica from the items received,
+    up to ``migration_limit`` times (0: never); :attr:`migrations` counts how many times that happened.
     """
 
     def __init__(
@@ -47,6 +50,7 @@ class EngineClient:
         connect_timeout: float = 10.0,
         timeout: float | None = None,
         options: Sequence[tuple[str, Any]] = (),
+        migration_limit: int = DEFAULT_MIGRATION_LIMIT,
     ) -> None:
         targets = [t.strip() for t in target.split(",")] if isinstance(target, str) else list(target)
         if token_file is not None:
@@ -56,6 +60,17 @@ class EngineClient:
         )
         self.connect_timeout = connect_timeout
         self.timeout = timeout
+        self._migrations = Migrations(migration_limit)
+
+    @property
+    def migration_limit(self) -> int:
+        """How many times one stream of a resumable engine may continue on another replica."""
+        return self._migrations.limit
+
+    @property
+    def migrations(self) -> int:
+        """How many times this client's streams continued on another replica (each is also logged)."""
+        return self._migrations.count
 
     async def __aenter__(self) -> EngineClient:
         try:
@@ -90,7 +105,7 @@ class EngineClient:
     async def get(self, name: str) -> RemoteEngine:
         """The engine ``name`` as an :class:`~server.AnyEngine`; raises ``EngineNotFound`` naming those served."""
         (info,) = await self.describe(name)
-        return RemoteEngine(info, self.transport, self.timeout)
+        return RemoteEngine(info, self.transport, self.timeout, self._migrations)
 
     async def stop(self, request_id: str, *, key: str, kill: bool = False) -> None:
         """Stop (or kill) a generation by request id on whichever target runs it; NOT_FOUND if none does.

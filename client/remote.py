@@ -3,13 +3,15 @@
 A generation is one bidirectional ``Session`` call. The stream's context gets a linked child that turns the
 context's methods into the call's: ``stop_generating()`` sends the in-band stop on the call itself (so it
 reaches the replica serving it, whatever balancer sits in between) and ``kill()`` cancels the call. Nothing is
-retried once a call has started: a generation is not idempotent. The call itself is the transport's
-(:class:`~.transport.SessionCall`): this module speaks the protocol, not gRPC.
+retried once a call has started (a generation is not idempotent), except a *resumable* engine's: a broken
+stream of one continues on a new call from the items received (:mod:`.migration`). The call itself is the
+transport's (:class:`~.transport.SessionCall`): this module speaks the protocol, not gRPC.
 """
 
 from __future__ import annotations
 
 import asyncio
+import logging
 from typing import TYPE_CHECKING, Any
 
 from google.protobuf import any_pb2
@@ -19,15 +21,18 @@ from engine_runtime.generated.engine.v1 import engine_pb2 as pb
 from engine_runtime.server.context import Context
 from engine_runtime.server.engine import AnyEngine, Engine, Req, Resp
 from engine_runtime.server.errors import DataLoss, EngineError, EngineFailed
-from engine_runtime.server.protocol import STOP_KEY_KEY, TYPE_URL_PREFIX, check_request_type
+from engine_runtime.server.protocol import CONTINUE_ELSEWHERE_KEY, STOP_KEY_KEY, TYPE_URL_PREFIX, check_request_type
 from engine_runtime.server.stream import FinishReason, ResponseStream
 
+from .migration import Migrations, Resend
 from .types import TypeCatalog, descriptor_differs
 
 if TYPE_CHECKING:
     from .transport import SessionCall, Transport
 
 __all__ = ["RemoteEngine", "RemoteStream"]
+
+log = logging.getLogger("engine_runtime.client")
 
 _STOP = pb.SessionRequest(control=pb.Control(action=pb.Control.ACTION_STOP_GENERATING)).SerializeToString()
 
@@ -36,10 +41,13 @@ class RemoteEngine(AnyEngine):
     """An engine served by a remote server, as :meth:`client.EngineClient.get` returns it.
 
     It is an :class:`~server.AnyEngine` like a local one: ``downcast`` it, ``generate`` with it, or register
-    it in another server's registry to serve it again.
+    it in another server's registry to serve it again. ``resumable`` is what the server reports; the streams of
+    a resumable engine continue on another replica when theirs breaks (``migrations``, the client's policy).
     """
 
-    def __init__(self, info: pb.EngineInfo, transport: Transport, timeout: float | None) -> None:
+    def __init__(
+        self, info: pb.EngineInfo, transport: Transport, timeout: float | None, migrations: Migrations | None = None
+    ) -> None:
         super().__init__(
             info.name,
             request_type=info.request_type,
@@ -47,11 +55,13 @@ class RemoteEngine(AnyEngine):
             error_type=info.error_type or None,
             unary=info.unary,
             description=info.description,
+            resumable=info.resumable,
         )
         self.info = info
         self.types = TypeCatalog(info.descriptors)
         self._transport = transport
         self._timeout = timeout
+        self._migrations = migrations if migrations is not None else Migrations()
 
     def downcast(
         self, request: type[Req], response: type[Resp], error: type[Message] | None = None
@@ -66,55 +76,90 @@ class RemoteEngine(AnyEngine):
         return typed
 
     async def generate(self, request: Message, context: Context | None = None) -> ResponseStream[Any]:
+        """Start the generation on a replica; a context with ``resume_from`` N asks to continue after N items."""
         received = request.DESCRIPTOR.full_name
         check_request_type(self.name, self.request_type, received)
         context = context if context is not None else Context()
         response_class = self.types.message_class(self.response_type)
         error_class = self.types.message_class(self.error_type) if self.error_type else None
-        call = self._transport.session(self.name, error_class, self._timeout)
-        start = pb.SessionRequest(
-            start=pb.GenerateRequest(
-                engine=self.name,
-                request=any_pb2.Any(type_url=TYPE_URL_PREFIX + received, value=request.SerializeToString()),
-                request_id=context.id,
-            )
+        start = pb.GenerateRequest(
+            engine=self.name,
+            request=any_pb2.Any(type_url=TYPE_URL_PREFIX + received, value=request.SerializeToString()),
+            request_id=context.id,
+            resume_from=context.resume_from,
         )
-        stream = RemoteStream(call, context, self.name, response_class)
-        await call.write(start.SerializeToString())
+        resend = Resend(self._transport, start, error_class, self._timeout)
+        call = resend.call()
+        migrations = self._migrations if self.resumable else None
+        stream = RemoteStream(call, context, self.name, response_class, resend=resend, migrations=migrations)
+        await call.write(resend.start(0))
         return stream
 
 
 class _CallControl:
-    """Linked under the stream's context: stop is the in-band control message, kill cancels the call."""
+    """Linked under the stream's context: stop is the in-band control message, kill cancels the call.
 
-    __slots__ = ("call", "writes")
+    Both are remembered, so that a call that replaces this one (a migration) gets them too.
+    """
+
+    __slots__ = ("call", "killed", "stop_asked", "writes")
 
     def __init__(self, call: SessionCall) -> None:
         self.call = call
+        self.stop_asked = False
+        self.killed = False
         self.writes: set[asyncio.Task[None]] = set()
 
     def stop_generating(self) -> None:
-        if self.call.done() or self.writes:
+        if self.stop_asked:
             return
-        task = asyncio.get_running_loop().create_task(self.call.try_write(_STOP))
-        self.writes.add(task)
+        self.stop_asked = True
+        self._send_stop()
 
     stop = stop_generating
 
     def kill(self) -> None:
+        self.killed = True
         self.call.cancel()
 
     def is_stopped(self) -> bool:
-        return bool(self.writes) or self.call.done()
+        return self.stop_asked or self.killed
 
     def is_killed(self) -> bool:
-        return self.call.cancelled()
+        return self.killed
+
+    def switch(self, call: SessionCall) -> None:
+        """The generation continues on ``call`` (its ``start`` sent): a stop asked before goes on it too."""
+        self.call = call
+        if self.killed:
+            call.cancel()
+        elif self.stop_asked:
+            self._send_stop()
+
+    def _send_stop(self) -> None:
+        if not self.call.done():
+            task = asyncio.get_running_loop().create_task(self.call.try_write(_STOP))
+            self.writes.add(task)
+            task.add_done_callback(self.writes.discard)
 
 
 class RemoteStream(ResponseStream[Any]):
-    """The responses of a remote generation; the same API as a local stream."""
+    """The responses of a remote generation; the same API as a local stream.
 
-    def __init__(self, call: SessionCall, context: Context, engine: str, response_class: type[Message]) -> None:
+    A resumable engine's stream that breaks continues on a new call (up to the client's ``migration_limit``
+    times): its consumer sees every item once and the real finish reason. Any other broken stream raises.
+    """
+
+    def __init__(
+        self,
+        call: SessionCall,
+        context: Context,
+        engine: str,
+        response_class: type[Message],
+        *,
+        resend: Resend | None = None,
+        migrations: Migrations | None = None,
+    ) -> None:
         super().__init__(context)
         self._call = call
         self._engine = engine
@@ -123,7 +168,12 @@ class RemoteStream(ResponseStream[Any]):
         self._finish: FinishReason | None = None
         self._ended = False
         self._error: EngineError | None = None
-        context.link_child(_CallControl(call))
+        self._resend = resend
+        self._migrations = migrations
+        self._migrated = 0  # how many times this stream continued on a new call
+        self._received = 0  # items received since the first call
+        self._control = _CallControl(call)
+        context.link_child(self._control)
 
     @property
     def finish_reason(self) -> FinishReason | None:
@@ -132,7 +182,8 @@ class RemoteStream(ResponseStream[Any]):
     async def stop_key(self) -> str:
         """The generation's ``x-stop-key``: what :meth:`EngineClient.stop` needs to stop it from elsewhere.
 
-        ``""`` when the call ended before the server sent it (it was refused).
+        ``""`` when the call ended before the server sent it (it was refused). After a migration, the key of
+        the call now serving it.
 
         Example::
 
@@ -150,7 +201,7 @@ class RemoteStream(ResponseStream[Any]):
             if self.context.is_killed():
                 return self._end()
             try:
-                reply = await self._call.read()
+                reply = await self._read()
             except asyncio.CancelledError:
                 task = asyncio.current_task()
                 if self.context.is_killed() and (task is None or not task.cancelling()):
@@ -160,27 +211,56 @@ class RemoteStream(ResponseStream[Any]):
             except EngineError as error:
                 if self.context.is_killed():
                     return self._end()
+                if await self._migrate(error):
+                    continue
                 self._error = error
                 self._end()
                 raise
-            if reply is None:
-                await self._closed()
-                continue
             items = [self._decode(item) for item in reply.items]
+            self._received += len(items)
             if reply.finish_reason:
                 self._finish = FinishReason(reply.finish_reason)
                 self._end()
             if items or self._ended:
                 return items
 
-    async def _closed(self) -> None:
-        """The call ended: fine after a finish reason; otherwise its status is the error."""
+    async def _read(self) -> pb.GenerateResponse:
+        """The next response; a call that ended without a finish reason raises what its status stands for."""
+        reply = await self._call.read()
+        if reply is not None:
+            return reply
         error = await self._call.status()
-        if error is None and self._finish is None:
-            self._error = DataLoss(f"the stream of engine {self._engine!r} ended without a finish reason")
-        elif error is not None and not self.context.is_killed():
-            self._error = error
-        self._end()
+        if error is None:
+            raise DataLoss(f"the stream of engine {self._engine!r} ended without a finish reason")
+        raise error
+
+    async def _migrate(self, error: EngineError) -> bool:
+        """Continue the generation on a new call after ``error``, if it may; tell whether it did."""
+        migrations, resend = self._migrations, self._resend
+        if migrations is None or resend is None or not migrations.allows(error, self._migrated):
+            return False
+        remaining = resend.remaining()
+        if remaining is not None and remaining <= 0:
+            return False
+        self._migrated += 1
+        has = resend.resume_base + self._received
+        migrations.record(self._engine, self.context.id, has, self._migrated, await self._why(error, has))
+        call = resend.call()
+        self._call = call
+        await call.try_write(resend.start(self._received))  # if it fails, reading the call says how
+        self._control.switch(call)
+        return True
+
+    async def _why(self, error: EngineError, has: int) -> str:
+        """Why the call broke, for the log: the server's hand-off, or the error."""
+        handed_off = (await self._call.trailing_metadata()).get(CONTINUE_ELSEWHERE_KEY)
+        if handed_off is None:
+            return f"{error.code.name}: {error.message}"
+        if handed_off != str(has):
+            # Every item written arrives before the status: a difference is a bug on one side. What the consumer
+            # has is what counts.
+            log.warning("engine %r request %s: the server counted %s items", self._engine, self.context.id, handed_off)
+        return f"the server handed it off ({CONTINUE_ELSEWHERE_KEY}: {handed_off})"
 
     def _decode(self, item: any_pb2.Any) -> Any:
         if item.type_url != self._response_url:

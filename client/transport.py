@@ -49,8 +49,15 @@ class Transport:
         credentials = _credentials(tls_ca, tls_cert, tls_key)
         channel_options = [
             ("grpc.service_config", _ROUND_ROBIN),
-            ("grpc.keepalive_time_ms", 30_000),
-            ("grpc.keepalive_timeout_ms", 10_000),
+            # A frozen replica (SIGSTOP, a hung host) is found by an unanswered ping: within the ping timeout while
+            # data flows (grpc's own flow-control pings), within keepalive time + timeout on an idle stream. 10 s
+            # stays above the server's ping policy (5 s, server/options.py); docs/client.md has the measurements.
+            ("grpc.keepalive_time_ms", 10_000),
+            ("grpc.keepalive_timeout_ms", 5_000),
+            ("grpc.http2.ping_timeout_ms", 5_000),
+            # By default a client stops pinging after two pings without sending data, which a server-streaming
+            # call never does: an idle stream's frozen replica was then found only after about a minute.
+            ("grpc.http2.max_pings_without_data", 0),
             *options,
         ]
         self.channels = [
@@ -139,6 +146,11 @@ class SessionCall:
     async def initial_metadata(self) -> dict[str, str]:
         """The initial metadata the server sent (empty if the call ended without any)."""
         metadata = await self._call.initial_metadata()
+        return {key: value for key, value in metadata or () if isinstance(value, str)}
+
+    async def trailing_metadata(self) -> dict[str, str]:
+        """The trailing metadata the server sent (empty if none), once the call has ended."""
+        metadata = await self._call.trailing_metadata()
         return {key: value for key, value in metadata or () if isinstance(value, str)}
 
     async def status(self) -> EngineError | None:

@@ -123,10 +123,11 @@ async def stubborn(request: EchoRequest, ctx: Context) -> AsyncIterator[EchoResp
 
 @registry.engine("ticks", request=CountRequest, response=CountResponse, resumable=True)
 async def ticks(request: CountRequest, ctx: Context) -> AsyncIterator[CountResponse]:
-    """Resumable, and ignores stop: index `ctx.resume_from` on, `delay_s` apart, up to `count` (0: forever)."""
+    """Resumable, and ignores stop: index `ctx.resume_from` on, `delay_s` apart, up to `count` (0: forever);
+    each payload is the id of the process serving it (which replica of a fleet)."""
     index = ctx.resume_from
     while not request.count or index < request.count:
-        yield CountResponse(index=index)
+        yield CountResponse(index=index, payload=str(os.getpid()))
         index += 1
         await asyncio.sleep(request.delay_s)
 
