@@ -24,27 +24,34 @@ from google.protobuf.message import Message
 
 from engine_runtime.generated.engine.v1 import engine_pb2 as pb
 from engine_runtime.server.errors import Code, EngineError
+from engine_runtime.server.protocol import CONTINUE_ELSEWHERE_KEY
 
 if TYPE_CHECKING:
     from .transport import SessionCall, Transport
 
-__all__ = ["DEFAULT_MIGRATION_LIMIT", "Migrations", "Resend"]
+__all__ = ["DEFAULT_MIGRATION_LIMIT", "PLACEMENTS", "Migrations", "Resend", "why_broken"]
 
 log = logging.getLogger("engine_runtime.client")
 
 DEFAULT_MIGRATION_LIMIT = 3
 """How many times one stream may continue on another replica (``EngineClient(migration_limit=...)``)."""
 
-# A stream breaks with UNAVAILABLE: the replica died, was drained, or its connection was lost. A re-sent call
-# may also find the id still held by the replica it left (that one has not noticed yet): ALREADY_EXISTS.
-_BREAKS = {Code.UNAVAILABLE}
-_RESEND_REFUSALS = {Code.UNAVAILABLE, Code.ALREADY_EXISTS}
+PLACEMENTS = 5
+"""How many times a re-sent call refused before its generation started is sent again (with a backoff)."""
+RETRY_PUSHBACK_KEY = "grpc-retry-pushback-ms"
+# A started generation breaks with UNAVAILABLE: its replica died, was drained, or its connection was lost.
+_BREAK = Code.UNAVAILABLE
+# A re-sent call refused before it started (nothing ran): a draining or full replica, or the id still held by
+# the replica it left, which has not noticed yet.
+_REFUSALS = {Code.UNAVAILABLE, Code.RESOURCE_EXHAUSTED, Code.ALREADY_EXISTS}
 
 
 class Migrations:
     """How many times each resumable stream may be re-sent (``limit``; 0: never), and how many times streams were.
 
-    One per :class:`~.client.EngineClient`, shared by its streams.
+    One per :class:`~.client.EngineClient`, shared by its streams. A migration is a generation that had started
+    and broke; a re-sent call that a replica refuses before starting it is placed again after a backoff (at most
+    :data:`PLACEMENTS` times in a row), without counting as one.
     """
 
     def __init__(self, limit: int = DEFAULT_MIGRATION_LIMIT) -> None:
@@ -54,23 +61,48 @@ class Migrations:
         self.count = 0
 
     def allows(self, error: EngineError, done: int) -> bool:
-        """Whether a stream that has been re-sent ``done`` times may be re-sent after ``error``."""
-        breaks = _RESEND_REFUSALS if done else _BREAKS
-        return done < self.limit and error.code in breaks
+        """Whether a stream that has migrated ``done`` times may migrate again after its generation broke."""
+        return done < self.limit and error.code == _BREAK
 
-    def record(self, engine: str, request_id: str, resume_from: int, done: int, why: str) -> None:
-        """Log and count one migration (the ``done``-th of the stream)."""
+    def retry_delay(self, error: EngineError, refused: int, pushback: str | None) -> float | None:
+        """Seconds to wait before placing a refused re-send again (``refused`` in a row so far), or None: give up.
+
+        The replica's ``grpc-retry-pushback-ms`` is the delay when it sent one (negative: do not retry);
+        otherwise 25 ms, doubled each time.
+        """
+        if refused >= PLACEMENTS or error.code not in _REFUSALS:
+            return None
+        if pushback is not None and pushback.lstrip("-").isdigit():
+            return None if int(pushback) < 0 else int(pushback) / 1000
+        return min(0.025 * (1 << refused), 1.0)
+
+    def record(self, engine: str, request_id: str, has: int, done: int, why: str) -> None:
+        """Log and count one migration (the ``done``-th of the stream, whose consumer has ``has`` items)."""
         self.count += 1
         log.warning(
             "engine %r request %s: %s; continuing on another replica after %d items (migration %d of at most %d)",
             engine,
             request_id,
             why,
-            resume_from,
+            has,
             done,
             self.limit,
-            extra={"engine": engine, "request_id": request_id, "resume_from": resume_from, "migration": done},
+            extra={"engine": engine, "request_id": request_id, "resume_from": has, "migration": done},
         )
+
+
+def why_broken(error: EngineError, trailing: dict[str, str], has: int) -> str:
+    """Why a generation's call broke, for the log: the server's hand-off (``x-continue-elsewhere``), or the error.
+
+    ``has`` is how many items the consumer has; a hand-off that counts otherwise is a bug on one side, logged.
+    """
+    handed_off = trailing.get(CONTINUE_ELSEWHERE_KEY)
+    if handed_off is None:
+        return f"{error.code.name}: {error.message}"
+    if handed_off != str(has):
+        # Every item written arrives before the status, so the counts agree; what the consumer has is what counts.
+        log.warning("the server counted %s items of a generation handed off, the client %d", handed_off, has)
+    return f"the server handed it off ({CONTINUE_ELSEWHERE_KEY}: {handed_off})"
 
 
 class Resend:

@@ -11,7 +11,6 @@ transport's (:class:`~.transport.SessionCall`): this module speaks the protocol,
 from __future__ import annotations
 
 import asyncio
-import logging
 from typing import TYPE_CHECKING, Any
 
 from google.protobuf import any_pb2
@@ -21,18 +20,21 @@ from engine_runtime.generated.engine.v1 import engine_pb2 as pb
 from engine_runtime.server.context import Context
 from engine_runtime.server.engine import AnyEngine, Engine, Req, Resp
 from engine_runtime.server.errors import DataLoss, EngineError, EngineFailed
-from engine_runtime.server.protocol import CONTINUE_ELSEWHERE_KEY, STOP_KEY_KEY, TYPE_URL_PREFIX, check_request_type
+from engine_runtime.server.protocol import (
+    REQUEST_ID_KEY,
+    STOP_KEY_KEY,
+    TYPE_URL_PREFIX,
+    check_request_type,
+)
 from engine_runtime.server.stream import FinishReason, ResponseStream
 
-from .migration import Migrations, Resend
+from .migration import RETRY_PUSHBACK_KEY, Migrations, Resend, why_broken
 from .types import TypeCatalog, descriptor_differs
 
 if TYPE_CHECKING:
     from .transport import SessionCall, Transport
 
 __all__ = ["RemoteEngine", "RemoteStream"]
-
-log = logging.getLogger("engine_runtime.client")
 
 _STOP = pb.SessionRequest(control=pb.Control(action=pb.Control.ACTION_STOP_GENERATING)).SerializeToString()
 
@@ -171,6 +173,7 @@ class RemoteStream(ResponseStream[Any]):
         self._resend = resend
         self._migrations = migrations
         self._migrated = 0  # how many times this stream continued on a new call
+        self._refused = 0  # re-sent calls refused in a row before their generation started
         self._received = 0  # items received since the first call
         self._control = _CallControl(call)
         context.link_child(self._control)
@@ -237,30 +240,34 @@ class RemoteStream(ResponseStream[Any]):
     async def _migrate(self, error: EngineError) -> bool:
         """Continue the generation on a new call after ``error``, if it may; tell whether it did."""
         migrations, resend = self._migrations, self._resend
-        if migrations is None or resend is None or not migrations.allows(error, self._migrated):
+        if migrations is None or resend is None or not migrations.limit:
             return False
         remaining = resend.remaining()
         if remaining is not None and remaining <= 0:
             return False
-        self._migrated += 1
         has = resend.resume_base + self._received
-        migrations.record(self._engine, self.context.id, has, self._migrated, await self._why(error, has))
+        if self._migrated and REQUEST_ID_KEY not in await self._call.initial_metadata():
+            # A re-sent call refused before its generation started: nothing ran, place it again.
+            pushback = (await self._call.trailing_metadata()).get(RETRY_PUSHBACK_KEY)
+            delay = migrations.retry_delay(error, self._refused, pushback)
+            if delay is None:
+                return False
+            self._refused += 1
+            await asyncio.sleep(delay)
+        elif migrations.allows(error, self._migrated):
+            self._migrated += 1
+            self._refused = 0
+            why = why_broken(error, await self._call.trailing_metadata(), has)
+            migrations.record(self._engine, self.context.id, has, self._migrated, why)
+        else:
+            return False
+        if self.context.is_killed():
+            return False
         call = resend.call()
         self._call = call
         await call.try_write(resend.start(self._received))  # if it fails, reading the call says how
         self._control.switch(call)
         return True
-
-    async def _why(self, error: EngineError, has: int) -> str:
-        """Why the call broke, for the log: the server's hand-off, or the error."""
-        handed_off = (await self._call.trailing_metadata()).get(CONTINUE_ELSEWHERE_KEY)
-        if handed_off is None:
-            return f"{error.code.name}: {error.message}"
-        if handed_off != str(has):
-            # Every item written arrives before the status: a difference is a bug on one side. What the consumer
-            # has is what counts.
-            log.warning("engine %r request %s: the server counted %s items", self._engine, self.context.id, handed_off)
-        return f"the server handed it off ({CONTINUE_ELSEWHERE_KEY}: {handed_off})"
 
     def _decode(self, item: any_pb2.Any) -> Any:
         if item.type_url != self._response_url:

@@ -12,12 +12,19 @@ import pytest
 import pytest_asyncio
 
 from engine_runtime.client import EngineClient
+from engine_runtime.client.migration import PLACEMENTS, Migrations
 from engine_runtime.generated.examples.v1.examples_pb2 import CountRequest, CountResponse, EchoRequest, EchoResponse
-from engine_runtime.server import Code, Context, EngineError, FinishReason, ResponseStream, Unavailable
+from engine_runtime.server import (
+    Code,
+    Context,
+    EngineError,
+    FinishReason,
+    ResourceExhausted,
+    ResponseStream,
+    Unavailable,
+)
 from engine_runtime.server.app import EngineServer
 from tests.conftest import ServerFactory
-
-pytestmark = pytest.mark.asyncio
 
 Fault = Callable[[EngineServer], Awaitable[None]]
 
@@ -64,6 +71,7 @@ async def kill(server: EngineServer) -> None:
     await server.kill()
 
 
+@pytest.mark.asyncio
 @pytest.mark.parametrize("fault", [drain, kill], ids=["drained", "killed"])
 async def test_a_resumable_stream_continues_on_the_other_server_every_item_once(
     pair: list[EngineServer], client: EngineClient, fault: Fault, caplog: pytest.LogCaptureFixture
@@ -89,6 +97,7 @@ async def test_a_resumable_stream_continues_on_the_other_server_every_item_once(
         assert "x-continue-elsewhere" in record.getMessage()
 
 
+@pytest.mark.asyncio
 async def test_a_stop_asked_before_the_move_is_sent_again_and_the_stream_ends_stopped(
     pair: list[EngineServer], client: EngineClient
 ) -> None:
@@ -105,6 +114,7 @@ async def test_a_stop_asked_before_the_move_is_sent_again_and_the_stream_ends_st
     assert stream.finish_reason is FinishReason.STOPPED and client.migrations == 1
 
 
+@pytest.mark.asyncio
 async def test_a_stream_that_is_not_resumable_raises_unavailable_and_never_looks_complete(
     pair: list[EngineServer], client: EngineClient
 ) -> None:
@@ -116,6 +126,7 @@ async def test_a_stream_that_is_not_resumable_raises_unavailable_and_never_looks
     assert stream.finish_reason is None and client.migrations == 0
 
 
+@pytest.mark.asyncio
 async def test_past_the_migration_limit_the_stream_raises_unavailable(make_server: ServerFactory) -> None:
     servers = [await make_server() for _ in range(2)]
     async with EngineClient([s.addresses[0] for s in servers], migration_limit=1) as client:
@@ -132,6 +143,7 @@ async def test_past_the_migration_limit_the_stream_raises_unavailable(make_serve
         assert stream.finish_reason is None
 
 
+@pytest.mark.asyncio
 async def test_migration_limit_zero_never_migrates(pair: list[EngineServer]) -> None:
     async with EngineClient([s.addresses[0] for s in pair], migration_limit=0) as client:
         count = (await client.get("count")).downcast(CountRequest, CountResponse)
@@ -144,6 +156,7 @@ async def test_migration_limit_zero_never_migrates(pair: list[EngineServer]) -> 
         EngineClient("127.0.0.1:1", migration_limit=-1)
 
 
+@pytest.mark.asyncio
 async def test_a_kill_by_the_consumer_never_migrates(pair: list[EngineServer], client: EngineClient) -> None:
     count = (await client.get("count")).downcast(CountRequest, CountResponse)
     assert count is not None
@@ -158,6 +171,7 @@ async def test_a_kill_by_the_consumer_never_migrates(pair: list[EngineServer], c
     assert all(len(s.inflight) == 0 for s in pair)
 
 
+@pytest.mark.asyncio
 async def test_a_consumer_resumes_its_own_stream_with_a_context_resume_from(client: EngineClient) -> None:
     count = (await client.get("count")).downcast(CountRequest, CountResponse)
     assert count is not None
@@ -168,3 +182,16 @@ async def test_a_consumer_resumes_its_own_stream_with_a_context_resume_from(clie
     with pytest.raises(EngineError) as info:
         await anext(aiter(await echo.generate(EchoRequest(text="a b c"), Context(resume_from=2))))
     assert info.value.code is Code.FAILED_PRECONDITION and "engine 'echo' is not resumable" in info.value.message
+
+
+def test_the_policy_counts_breaks_and_backs_off_refused_re_sends() -> None:
+    policy = Migrations(2)
+    broke, refused = Unavailable("the replica went away"), ResourceExhausted("full")
+    assert policy.allows(broke, 0) and policy.allows(broke, 1) and not policy.allows(broke, 2)
+    assert not policy.allows(EngineError(Code.INTERNAL, "a bug"), 0)  # only a broken call moves
+    # A refused re-send waits for the replica's pushback, or backs off on its own, a bounded number of times.
+    assert policy.retry_delay(refused, 0, "250") == 0.25
+    assert policy.retry_delay(broke, 0, "-1") is None  # pushback < 0: do not retry
+    assert [policy.retry_delay(broke, n, None) for n in range(3)] == [0.025, 0.05, 0.1]
+    assert policy.retry_delay(broke, PLACEMENTS, None) is None
+    assert policy.retry_delay(EngineError(Code.INVALID_ARGUMENT, "bad"), 0, None) is None

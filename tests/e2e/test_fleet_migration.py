@@ -64,7 +64,7 @@ async def run(
     Returns what arrived (indexes, or texts), the finish reason, the error raised (if any), and the migrations.
     """
     received: list[str | int] = []
-    async with EngineClient(f.target, options=KEEPALIVE, migration_limit=migration_limit) as c:
+    async with EngineClient([f.target], options=KEEPALIVE, migration_limit=migration_limit) as c:
         typed = (await c.get(engine)).downcast(type(request), CountResponse if engine == "ticks" else EchoResponse)
         assert typed is not None
         stream = await typed.generate(request)
@@ -113,7 +113,7 @@ def test_a_stream_that_is_not_resumable_ends_unavailable_or_stopped_never_comple
 
 def test_a_stop_asked_before_the_replica_dies_carries_over_and_the_stream_ends_stopped(three: Fleet) -> None:
     async def scenario() -> tuple[list[int], FinishReason | None, int]:
-        async with EngineClient(three.target, options=KEEPALIVE) as c:
+        async with EngineClient([three.target], options=KEEPALIVE) as c:
             ticks = (await c.get("ticks")).downcast(CountRequest, CountResponse)
             assert ticks is not None
             stream = await ticks.generate(CountRequest(count=N, delay_s=0.01))

@@ -30,7 +30,7 @@ def serving_complete(f: Fleet) -> int:
 
 def test_complete_resumes_from_a_prefix_and_survives_its_replica() -> None:
     async def scenario(f: Fleet) -> tuple[list[str], list[str], FinishReason | None, int]:
-        async with EngineClient(f.target) as client:
+        async with EngineClient([f.target]) as client:
             remote = await client.get("complete")
             complete = remote.downcast(CompleteRequest, Token)
             assert complete is not None and remote.resumable
