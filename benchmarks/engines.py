@@ -5,6 +5,9 @@
   ``time.time()`` under the request id, the moment the engine itself learnt of the kill;
 - ``stamped``: ``count`` items ``delay_s`` apart, each carrying ``time.time()`` at its ``yield`` as its payload, so
   the client can tell how long an item took from the engine to the client (what coalescing could add);
+- ``placed``: ``count`` resumable items ``delay_s`` apart, each carrying the id of the process serving it, so
+  the client of a fleet can tell which replica served each item (the migration figure, :mod:`.migration`);
+  ``placed_once`` is the same, not resumable;
 - ``kill_times``: a unary engine returning those records as a ``Struct`` ``{request_id: time}`` and forgetting
   them. The client records its own ``time.time()`` when it cancels; the difference is cancel-to-kill latency.
 
@@ -14,6 +17,7 @@ Both clocks are the same machine's wall clock, which is what makes the differenc
 from __future__ import annotations
 
 import asyncio
+import os
 import time
 from collections.abc import AsyncIterator
 
@@ -59,6 +63,22 @@ async def stamped(request: CountRequest, ctx: Context) -> AsyncIterator[CountRes
         if index:
             await asyncio.sleep(request.delay_s)
         yield CountResponse(index=index, payload=repr(time.time()))
+
+
+@registry.engine("placed", request=CountRequest, response=CountResponse, resumable=True)
+async def placed(request: CountRequest, ctx: Context) -> AsyncIterator[CountResponse]:
+    """Streams items `ctx.resume_from` to `count`, `delay_s` apart, each with the serving process id as payload."""
+    where = str(os.getpid())
+    for index in range(ctx.resume_from, request.count):
+        if ctx.is_stopped():
+            return
+        if index > ctx.resume_from:
+            await asyncio.sleep(request.delay_s)
+        yield CountResponse(index=index, payload=where)
+
+
+# The same stream from an engine that makes no promise: what a fault does to a stream that cannot move.
+registry.register("placed_once", placed, request=CountRequest, response=CountResponse, resumable=False)
 
 
 @registry.engine("kill_times", request=Empty, response=Struct)
