@@ -41,9 +41,17 @@ PLACEMENTS = 5
 RETRY_PUSHBACK_KEY = "grpc-retry-pushback-ms"
 # A started generation breaks with UNAVAILABLE: its replica died, was drained, or its connection was lost.
 _BREAK = Code.UNAVAILABLE
-# A re-sent call refused before it started (nothing ran): a draining or full replica, or the id still held by
-# the replica it left, which has not noticed yet.
-_REFUSALS = {Code.UNAVAILABLE, Code.RESOURCE_EXHAUSTED, Code.ALREADY_EXISTS}
+# A re-sent call that failed before its generation started (nothing ran): refused by a draining or full
+# replica, or by the one it left (which still holds the id); or lost on the way, as when it reaches a replica
+# in the moment it shuts down (measured: INTERNAL "Internal error from Core"). Other codes would fail again.
+_REFUSALS = {
+    Code.UNAVAILABLE,
+    Code.RESOURCE_EXHAUSTED,
+    Code.ALREADY_EXISTS,
+    Code.INTERNAL,
+    Code.UNKNOWN,
+    Code.CANCELLED,
+}
 
 
 class Migrations:

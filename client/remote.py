@@ -247,7 +247,7 @@ class RemoteStream(ResponseStream[Any]):
             return False
         has = resend.resume_base + self._received
         if self._migrated and REQUEST_ID_KEY not in await self._call.initial_metadata():
-            # A re-sent call refused before its generation started: nothing ran, place it again.
+            # A re-sent call that failed before its generation started: nothing ran, place it again.
             pushback = (await self._call.trailing_metadata()).get(RETRY_PUSHBACK_KEY)
             delay = migrations.retry_delay(error, self._refused, pushback)
             if delay is None:
