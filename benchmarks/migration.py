@@ -65,7 +65,7 @@ async def _consume(engine: Engine, stream: Stream, request: CountRequest, ready:
             if len(stream.indexes) == at:
                 ready.set()
     except EngineError as error:
-        stream.error = error.code.name
+        stream.error = f"{error.code.name}: {error.message}"
         ready.set()
     stream.finish = generation.finish_reason
 
@@ -123,9 +123,19 @@ def _summary(
         "migration_ms_p50": round(percentile(times, 50) * 1000, 1) if times else None,
         "migration_ms_p99": round(percentile(times, 99) * 1000, 1) if times else None,
         "not_resumable_on_failed_replica": len(others),
-        "not_resumable_unavailable": sum(s.error == "UNAVAILABLE" for s in others),
+        "not_resumable_unavailable": sum(s.error.startswith("UNAVAILABLE") for s in others),
         "not_resumable_stopped": sum(s.finish is FinishReason.STOPPED for s in others),
         "looked_complete_while_missing_items": len(looked_complete),
+        # How each lost resumable stream ended: its error (or finish reason), items received, where it ran.
+        "lost_detail": [
+            {
+                "error": s.error,
+                "finish": s.finish.name if s.finish else None,
+                "items": len(s.indexes),
+                "on": s.pids[-1:],
+            }
+            for s in lost
+        ],
     }
 
 
