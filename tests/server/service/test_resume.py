@@ -1,5 +1,5 @@
-"""Resumable engines on the server: `resume_from` on the wire, the refusal for other engines, and the drain's
-hand-off (UNAVAILABLE with `x-continue-elsewhere`), with its log line and metrics."""
+"""Resumable engines on the server: `resume_from` on the wire and the drain's hand-off (UNAVAILABLE with
+`x-continue-elsewhere`), with its log line and metrics. The refusal for other engines is in test_status_codes.py."""
 
 from __future__ import annotations
 
@@ -11,11 +11,11 @@ import pytest
 
 from engine_runtime.generated.engine.v1 import engine_pb2 as pb
 from engine_runtime.generated.engine.v1 import engine_pb2_grpc as pbg
-from engine_runtime.generated.examples.v1.examples_pb2 import CountRequest, CountResponse, EchoRequest, EchoResponse
+from engine_runtime.generated.examples.v1.examples_pb2 import CountRequest, CountResponse, EchoRequest
 from engine_runtime.server.logs import log_request
 from engine_runtime.server.protocol import CONTINUE_ELSEWHERE_KEY
 from tests.conftest import ServerFactory
-from tests.helpers import Outcome, collect, fetch_metrics, first_reply, generate_request, value
+from tests.helpers import Outcome, fetch_metrics, first_reply, generate_request, value
 
 pytestmark = pytest.mark.asyncio
 
@@ -65,16 +65,6 @@ async def test_a_resumable_engine_continues_after_the_items_the_client_has(stub:
     assert (out.code, out.finish_reason) == (grpc.StatusCode.OK, pb.FINISH_REASON_COMPLETED)
     past_the_end = await run(stub, resumed("count", CountRequest(count=10), 10))
     assert (past_the_end.items, past_the_end.finish_reason) == ([], pb.FINISH_REASON_COMPLETED)
-
-
-async def test_resuming_an_engine_that_is_not_resumable_is_failed_precondition(
-    stub: pbg.EngineServiceAsyncStub,
-) -> None:
-    out = await run(stub, resumed("echo", EchoRequest(text="a b c"), 2))
-    assert out.code is grpc.StatusCode.FAILED_PRECONDITION and not out.items
-    assert "engine 'echo' is not resumable: it cannot continue after 2 items" in out.details
-    fresh = await collect(stub, "echo", EchoRequest(text="still serving"), EchoResponse)
-    assert [item.text for item in fresh.items] == ["still", "serving"]
 
 
 async def test_the_drain_hands_resumable_streams_off_at_the_drain_timeout(

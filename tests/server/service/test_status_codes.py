@@ -169,6 +169,19 @@ async def test_a_wrong_response_type_names_both_types(stub: pbg.EngineServiceAsy
     assert "examples.v1.CountResponse" in out.details and "examples.v1.EchoResponse" in out.details
 
 
+async def test_resuming_an_engine_that_is_not_resumable_is_failed_precondition(
+    stub: pbg.EngineServiceAsyncStub,
+) -> None:
+    request = generate_request("echo", EchoRequest(text="a b c"))
+    request.resume_from = 2
+    with pytest.raises(grpc.aio.AioRpcError) as info:
+        async for _ in stub.Generate(request):
+            pass
+    assert info.value.code() is grpc.StatusCode.FAILED_PRECONDITION
+    assert "engine 'echo' is not resumable: it cannot continue after 2 items" in (info.value.details() or "")
+    await still_serving(stub)
+
+
 async def test_draining_refuses_new_calls_with_unavailable(make_server: ServerFactory) -> None:
     server = await make_server(drain_timeout=5, stop_timeout=1)
     async with grpc.aio.insecure_channel(server.addresses[0]) as channel:
