@@ -16,6 +16,7 @@ from types import TracebackType
 from typing import Any
 
 from engine_runtime.generated.engine.v1 import engine_pb2 as pb
+from engine_runtime.server import tracing
 from engine_runtime.server.errors import EngineNotFound
 from engine_runtime.server.protocol import LIST_ENGINES, STOP
 
@@ -56,6 +57,7 @@ class EngineClient:
         )
         self.connect_timeout = connect_timeout
         self.timeout = timeout
+        tracing.configure_from_environment()
 
     async def __aenter__(self) -> EngineClient:
         try:

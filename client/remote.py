@@ -16,6 +16,7 @@ from google.protobuf import any_pb2
 from google.protobuf.message import DecodeError, Message
 
 from engine_runtime.generated.engine.v1 import engine_pb2 as pb
+from engine_runtime.server import tracing
 from engine_runtime.server.context import Context
 from engine_runtime.server.engine import AnyEngine, Engine, Req, Resp
 from engine_runtime.server.errors import DataLoss, EngineError, EngineFailed
@@ -71,7 +72,8 @@ class RemoteEngine(AnyEngine):
         context = context if context is not None else Context()
         response_class = self.types.message_class(self.response_type)
         error_class = self.types.message_class(self.error_type) if self.error_type else None
-        call = self._transport.session(self.name, error_class, self._timeout)
+        span = tracing.client_span(self.name, context.id) if tracing.SWITCH.on else None
+        call = self._transport.session(self.name, error_class, self._timeout, span.headers if span else ())
         start = pb.SessionRequest(
             start=pb.GenerateRequest(
                 engine=self.name,
@@ -79,7 +81,7 @@ class RemoteEngine(AnyEngine):
                 request_id=context.id,
             )
         )
-        stream = RemoteStream(call, context, self.name, response_class)
+        stream = RemoteStream(call, context, self.name, response_class, span)
         await call.write(start.SerializeToString())
         return stream
 
@@ -114,7 +116,14 @@ class _CallControl:
 class RemoteStream(ResponseStream[Any]):
     """The responses of a remote generation; the same API as a local stream."""
 
-    def __init__(self, call: SessionCall, context: Context, engine: str, response_class: type[Message]) -> None:
+    def __init__(
+        self,
+        call: SessionCall,
+        context: Context,
+        engine: str,
+        response_class: type[Message],
+        span: tracing.ClientSpan | None = None,
+    ) -> None:
         super().__init__(context)
         self._call = call
         self._engine = engine
@@ -124,6 +133,9 @@ class RemoteStream(ResponseStream[Any]):
         self._ended = False
         self._error: EngineError | None = None
         context.link_child(_CallControl(call))
+        self._span = span
+        if span is not None:
+            context.link_child(span.events)
 
     @property
     def finish_reason(self) -> FinishReason | None:
@@ -167,6 +179,8 @@ class RemoteStream(ResponseStream[Any]):
                 await self._closed()
                 continue
             items = [self._decode(item) for item in reply.items]
+            if self._span is not None:
+                self._span.items += len(items)
             if reply.finish_reason:
                 self._finish = FinishReason(reply.finish_reason)
                 self._end()
@@ -196,6 +210,8 @@ class RemoteStream(ResponseStream[Any]):
 
     def _end(self) -> list[Any]:
         self._ended = True
+        if self._span is not None:
+            self._span.end(self._finish.name.lower() if self._finish else None, self._error)
         self.context.mark_done()
         return []
 
@@ -208,3 +224,6 @@ class RemoteStream(ResponseStream[Any]):
         # A consumer that dropped its stream is gone: the remote generation must not run on for nobody.
         if not self._ended and not self._call.done():
             self._call.cancel()
+            if self._span is not None:
+                self._span.events.kill()
+                self._span.end(None, None)

@@ -24,6 +24,7 @@ import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
+from . import tracing
 from .budget import DEFAULT_MAX_OUTPUT_BYTES
 from .health import EngineHealthChecks
 from .health_service import HealthService
@@ -100,6 +101,8 @@ class EngineServer:
         self.metrics = ServerMetrics() if config.metrics_port is not None else None
         if self.metrics is not None:
             self.metrics.attach(self.service)
+        if tracing.SWITCH.on:  # decided at start (engine-server's environment, or tracing.enable())
+            tracing.ServerTracing().attach(self.service)
         self.metrics_url: str | None = None
         self._metrics_endpoint: MetricsEndpoint | None = None
         self.engine_health = EngineHealthChecks(

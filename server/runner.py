@@ -19,6 +19,7 @@ import signal
 from collections.abc import Callable, Coroutine, Iterable
 from typing import Any, Literal, Protocol
 
+from . import tracing
 from .app import EngineServer, ServerConfig, StartupError
 from .logs import RefusalLog, flush_logs, log_request
 from .metrics import ServerMetrics
@@ -128,6 +129,7 @@ async def _serve(
     control: Control | None,
     multiprocess_metrics: bool,
 ) -> int:
+    tracing.configure_from_environment()
     server = EngineServer(registry, config)
     server.service.on_finished(log_request)
     server.service.on_refused(RefusalLog())
@@ -145,6 +147,8 @@ async def _serve(
     if control is not None:
         control.open(server, stopper.act)
     await server.wait_closed()
+    if tracing.SWITCH.on:
+        await asyncio.to_thread(tracing.shutdown)  # the spans still buffered, before the process may exit
     return await _end(stopper, control)
 
 

@@ -55,6 +55,7 @@ DEADLINE_SLACK = 0.005
 ServicerContext = grpc.aio.ServicerContext[Any, Any]
 Finished = Callable[[Generation, Code], None]
 Refused = Callable[[str, EngineError], None]
+Called = Callable[[tuple[tuple[str, str | bytes], ...], pb.GenerateRequest], None]
 
 
 class EngineService:
@@ -93,6 +94,11 @@ class EngineService:
         self._finished: list[Finished] = []
         self._started: list[Callable[[Generation], None]] = []
         self._refused: list[Refused] = []
+        self._called: list[Called] = []
+
+    def on_call(self, callback: Called) -> None:
+        """Call ``callback(metadata, request)`` in a call's task before its engine starts (which inherits it)."""
+        self._called.append(callback)
 
     def on_started(self, callback: Callable[[Generation], None]) -> None:
         """Call ``callback(generation)`` when a generation is admitted (for metrics)."""
@@ -127,6 +133,7 @@ class EngineService:
         request = None
         try:
             request = parse(pb.GenerateRequest, raw, "the GenerateRequest")
+            self._call(context, request)
             generation, stream = await self._start(request)
         except EngineError as error:
             self._refuse(context, request, error)
@@ -142,6 +149,7 @@ class EngineService:
             message = parse(pb.SessionRequest, first, "the first SessionRequest")
             if message.WhichOneof("kind") != "start":
                 raise InvalidRequest("the first SessionRequest must be `start` (a GenerateRequest)")
+            self._call(context, message.start)
             generation, stream = await self._start(message.start)
         except EngineError as error:
             self._refuse(context, message.start if message is not None else None, error)
@@ -172,6 +180,10 @@ class EngineService:
                 bad.append(error)
                 generation.kill(Cause.STOP_REQUEST)
                 return
+
+    def _call(self, context: ServicerContext, request: pb.GenerateRequest) -> None:
+        for callback in self._called:  # tracing: no callback, no metadata read
+            callback(tuple(context.invocation_metadata() or ()), request)
 
     def _refuse(self, context: ServicerContext, request: pb.GenerateRequest | None, error: EngineError) -> None:
         """Answer a call refused before its generation started, and tell the `on_refused` callbacks."""

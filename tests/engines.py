@@ -14,6 +14,7 @@ from collections.abc import AsyncIterator
 
 import grpc
 
+from engine_runtime.client import EngineClient
 from engine_runtime.generated.examples.v1.examples_pb2 import (
     CountError,
     CountRequest,
@@ -67,6 +68,16 @@ async def probe(request: CountRequest, ctx: Context) -> AsyncIterator[CountRespo
         record.killed_in_finally = ctx.is_killed()
         record.ended_at = time.monotonic()
         record.ended.set()
+
+
+@registry.engine("relay", request=CountRequest, response=CountResponse)
+async def relay(request: CountRequest, ctx: Context) -> AsyncIterator[CountResponse]:
+    """`probe` on the server at $RELAY_UPSTREAM, in a linked child context: a hop, as an engine makes one."""
+    async with EngineClient(os.environ["RELAY_UPSTREAM"]) as client:
+        upstream = (await client.get("probe")).downcast(CountRequest, CountResponse)
+        assert upstream is not None
+        async for item in await upstream.generate(request, ctx.child()):
+            yield item
 
 
 @registry.engine("probe_report", request=EchoRequest, response=EchoResponse)
