@@ -1,4 +1,4 @@
-"""Tracing through the real OTLP/gRPC exporter, configured by the standard variables on real `engine-server`s.
+"""Tracing through the real OTLP/gRPC exporter, configured by docs/operations.md's variables on real `engine-server`s.
 
 The receiver is built here from the opentelemetry-proto package: its ``TraceService`` on a loopback grpc server
 (port 0). Server 2 serves `probe`; server 1's `relay` streams it; this process's client exports to the same
@@ -7,6 +7,7 @@ receiver with the SDK's OTLP exporter. The four spans of the hop must arrive wit
 
 from __future__ import annotations
 
+import re
 import threading
 from collections.abc import Iterator
 from concurrent import futures
@@ -14,6 +15,7 @@ from typing import Any
 
 import grpc
 import pytest
+import yaml  # type: ignore[import-untyped]
 from opentelemetry.exporter.otlp.proto.grpc.trace_exporter import OTLPSpanExporter
 from opentelemetry.proto.collector.trace.v1 import trace_service_pb2, trace_service_pb2_grpc
 from opentelemetry.proto.common.v1.common_pb2 import AnyValue
@@ -25,10 +27,8 @@ from engine_runtime.client import EngineClient
 from engine_runtime.generated.examples.v1.examples_pb2 import CountRequest, CountResponse
 from engine_runtime.server import Context, tracing
 from engine_runtime.server.stream import FinishReason
-from tests.processes import ServerProcess
+from tests.processes import ROOT, ServerProcess
 from tests.tracing.spans import REQUEST, Seen, check_hop, drain, first_items, wait_for
-
-pytestmark = pytest.mark.asyncio
 
 
 class Receiver(trace_service_pb2_grpc.TraceServiceServicer):
@@ -82,18 +82,36 @@ def receiver() -> Iterator[tuple[Receiver, str]]:
     server.stop(None)
 
 
+OPERATIONS = (ROOT / "docs" / "operations.md").read_text()
+(DOCUMENTED,) = [b for b in re.findall(r"```sh\n(.*?)```", OPERATIONS, flags=re.S) if "OTEL_TRACES_EXPORTER" in b]
+
+
+def documented_env() -> dict[str, str]:
+    """The OTEL_* variables of docs/operations.md's tracing command, as written there."""
+    return dict(re.findall(r"\b(OTEL_\w+)=(\S+)", DOCUMENTED))
+
+
 def otel_env(endpoint: str, service: str) -> dict[str, str]:
-    return {
-        "OTEL_TRACES_EXPORTER": "otlp",
-        "OTEL_EXPORTER_OTLP_PROTOCOL": "grpc",
-        "OTEL_EXPORTER_OTLP_ENDPOINT": f"http://{endpoint}",
-        "OTEL_EXPORTER_OTLP_INSECURE": "true",
-        "OTEL_SERVICE_NAME": service,
-        "OTEL_TRACES_SAMPLER": "parentbased_always_on",
-        "OTEL_BSP_SCHEDULE_DELAY": "50",
-    }
+    """The documented variables, pointed at the receiver here, with a short batch delay so the test is quick."""
+    documented = documented_env()
+    documented["OTEL_EXPORTER_OTLP_ENDPOINT"] = f"http://{endpoint}"
+    return {**documented, "OTEL_SERVICE_NAME": service, "OTEL_BSP_SCHEDULE_DELAY": "50"}
 
 
+def test_the_documented_collector_takes_what_the_documented_command_sends() -> None:
+    """The Collector is a Go binary the tests do not run: its documented configuration is checked for consistency."""
+    (block,) = re.findall(r"```yaml\n(.*?)```", OPERATIONS, flags=re.S)
+    config = yaml.safe_load(block)
+    pipeline = config["service"]["pipelines"]["traces"]
+    for kind in ("receivers", "processors", "exporters"):
+        assert set(pipeline[kind]) <= set(config[kind]), kind
+    endpoint = documented_env()["OTEL_EXPORTER_OTLP_ENDPOINT"]
+    grpc_port = config["receivers"]["otlp"]["protocols"]["grpc"]["endpoint"].rsplit(":", 1)[1]
+    assert endpoint.rsplit(":", 1)[1] == grpc_port
+    assert documented_env()["OTEL_EXPORTER_OTLP_PROTOCOL"] == "grpc"
+
+
+@pytest.mark.asyncio
 async def test_a_hop_reaches_an_otlp_receiver(
     start_server: type[ServerProcess], receiver: tuple[Receiver, str]
 ) -> None:
