@@ -19,6 +19,7 @@ from google.protobuf.descriptor import FieldDescriptor
 
 from engine_runtime.server.context import Context
 from engine_runtime.server.errors import EngineError
+from engine_runtime.server.tracing import TracingError
 
 from .client import EngineClient
 from .remote import RemoteEngine, RemoteStream
@@ -44,6 +45,8 @@ def _client(ctx: click.Context) -> EngineClient:
     except (ValueError, OSError) as error:
         # A target list that names nothing, an unreadable TLS or token file: one line, not a traceback.
         raise click.ClickException(f"--target {o['target']!r}: {error}") from None
+    except TracingError as error:
+        raise click.ClickException(str(error)) from None
 
 
 # The connection options, accepted before the subcommand (`engine-client --timeout 1 generate ...`) and after it

@@ -129,7 +129,10 @@ async def _serve(
     control: Control | None,
     multiprocess_metrics: bool,
 ) -> int:
-    tracing.configure_from_environment()
+    try:
+        tracing.configure_from_environment()
+    except tracing.TracingError as error:
+        raise StartupError(str(error)) from None
     server = EngineServer(registry, config)
     server.service.on_finished(log_request)
     server.service.on_refused(RefusalLog())

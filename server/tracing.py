@@ -41,6 +41,7 @@ __all__ = [
     "SWITCH",
     "ClientSpan",
     "ServerTracing",
+    "TracingError",
     "client_span",
     "configure_from_environment",
     "disable",
@@ -68,12 +69,17 @@ SWITCH = _Switch()
 _admitting: contextvars.ContextVar[Span | None] = contextvars.ContextVar("engine_runtime_admitting", default=None)
 
 
+class TracingError(RuntimeError):
+    """The OTEL_* variables ask for tracing the SDK cannot set up; the message is one line naming why."""
+
+
 def configure_from_environment() -> bool:
     """Turn tracing on when ``OTEL_TRACES_EXPORTER`` names an exporter; once per process, then cached.
 
     The SDK is built by its own configurator from the standard variables, unless the program (or
     ``opentelemetry-instrument``) already set a tracer provider, which is then used as it is. Without the
-    ``otel`` extra a warning says how to install it and tracing stays off.
+    ``otel`` extra a warning says how to install it and tracing stays off. Raises :class:`TracingError` when the
+    variables name what the SDK cannot set up (an unknown exporter, an unsupported protocol).
     """
     if SWITCH.configured is not None:
         return SWITCH.configured
@@ -89,7 +95,10 @@ def configure_from_environment() -> bool:
         log.warning("OTEL_TRACES_EXPORTER is set but the otel extra is not: pip install 'engine-runtime[otel]'")
         return False
     if not isinstance(trace.get_tracer_provider(), SdkTracerProvider):
-        _OTelSDKConfigurator().configure()  # type: ignore[no-untyped-call]
+        try:
+            _OTelSDKConfigurator().configure()  # type: ignore[no-untyped-call]
+        except Exception as error:  # the SDK raises RuntimeError, ValueError, ... for a bad variable
+            raise TracingError(f"cannot set up tracing from the OTEL_* variables: {error}") from None
     enable()
     SWITCH.configured = True
     return True

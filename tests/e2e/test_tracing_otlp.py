@@ -7,7 +7,10 @@ receiver with the SDK's OTLP exporter. The four spans of the hop must arrive wit
 
 from __future__ import annotations
 
+import asyncio
+import os
 import re
+import subprocess
 import threading
 from collections.abc import Iterator
 from concurrent import futures
@@ -27,7 +30,7 @@ from engine_runtime.client import EngineClient
 from engine_runtime.generated.examples.v1.examples_pb2 import CountRequest, CountResponse
 from engine_runtime.server import Context, tracing
 from engine_runtime.server.stream import FinishReason
-from tests.processes import ROOT, ServerProcess
+from tests.processes import BIN, ROOT, ServerProcess
 from tests.tracing.spans import REQUEST, Seen, check_hop, drain, first_items, wait_for
 
 
@@ -147,3 +150,32 @@ async def test_a_hop_reaches_an_otlp_receiver(
         assert span.attributes["engine.items"] >= 3, key
     assert hop["server probe"].attributes["engine.cause"] == "stop_request"
     assert {"engine-1", "engine-2"} <= spans.services()
+
+
+def test_engine_client_exports_its_span_and_the_server_its_child(
+    start_server: type[ServerProcess], receiver: tuple[Receiver, str]
+) -> None:
+    spans, endpoint = receiver
+    address = start_server("--port", "0", env=otel_env(endpoint, "engine-server")).wait_listening()
+    done = subprocess.run(
+        [str(BIN / "engine-client"), "--target", address, "generate", "echo", '{"text": "a b"}', "--request-id", "cli"],
+        env={**os.environ, **otel_env(endpoint, "engine-client")},
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr
+    seen = asyncio.run(wait_for(spans.seen, 2))
+    client, server = sorted((s for s in seen if s.attributes["engine.request_id"] == "cli"), key=lambda s: s.kind)
+    assert (client.kind, server.kind) == ("client", "server")
+    assert server.parent_id == client.span_id and server.trace_id == client.trace_id
+    assert client.attributes["engine.items"] == server.attributes["engine.items"] == 2
+    assert {"engine-client", "engine-server"} <= spans.services()
+
+
+def test_a_bad_variable_stops_the_start_with_one_line(start_server: type[ServerProcess]) -> None:
+    server = start_server("--port", "0", env={"OTEL_TRACES_EXPORTER": "no-such-exporter"})
+    assert server.wait() == 1
+    assert "cannot set up tracing from the OTEL_* variables" in server.output
+    assert "no-such-exporter" in server.output and "Traceback" not in server.output, server.output
