@@ -8,6 +8,7 @@ receiver with the SDK's OTLP exporter. The four spans of the hop must arrive wit
 from __future__ import annotations
 
 import asyncio
+import http.server
 import os
 import re
 import subprocess
@@ -94,11 +95,40 @@ def documented_env() -> dict[str, str]:
     return dict(re.findall(r"\b(OTEL_\w+)=(\S+)", DOCUMENTED))
 
 
-def otel_env(endpoint: str, service: str) -> dict[str, str]:
+def otel_env(endpoint: str, service: str, protocol: str = "grpc") -> dict[str, str]:
     """The documented variables, pointed at the receiver here, with a short batch delay so the test is quick."""
     documented = documented_env()
     documented["OTEL_EXPORTER_OTLP_ENDPOINT"] = f"http://{endpoint}"
+    documented["OTEL_EXPORTER_OTLP_PROTOCOL"] = protocol
     return {**documented, "OTEL_SERVICE_NAME": service, "OTEL_BSP_SCHEDULE_DELAY": "50"}
+
+
+@pytest.fixture
+def http_receiver() -> Iterator[tuple[Receiver, str]]:
+    """The same receiver behind OTLP/HTTP: POST /v1/traces with an ExportTraceServiceRequest (protobuf)."""
+    receiver = Receiver()
+
+    class Handler(http.server.BaseHTTPRequestHandler):
+        def do_POST(self) -> None:
+            body = self.rfile.read(int(self.headers["Content-Length"]))
+            request = trace_service_pb2.ExportTraceServiceRequest.FromString(body)
+            reply = receiver.Export(request, None).SerializeToString()
+            self.send_response(200 if self.path == "/v1/traces" else 404)
+            self.send_header("Content-Type", "application/x-protobuf")
+            self.send_header("Content-Length", str(len(reply)))
+            self.end_headers()
+            self.wfile.write(reply)
+
+        def log_message(self, format: str, *args: Any) -> None:
+            pass  # the test's output stays the test's
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    yield receiver, f"127.0.0.1:{server.server_address[1]}"
+    server.shutdown()
+    server.server_close()
+    thread.join(5)
 
 
 def test_the_documented_collector_takes_what_the_documented_command_sends() -> None:
@@ -152,14 +182,15 @@ async def test_a_hop_reaches_an_otlp_receiver(
     assert {"engine-1", "engine-2"} <= spans.services()
 
 
+@pytest.mark.parametrize("protocol", ["grpc", "http/protobuf"])
 def test_engine_client_exports_its_span_and_the_server_its_child(
-    start_server: type[ServerProcess], receiver: tuple[Receiver, str]
+    start_server: type[ServerProcess], request: pytest.FixtureRequest, protocol: str
 ) -> None:
-    spans, endpoint = receiver
-    address = start_server("--port", "0", env=otel_env(endpoint, "engine-server")).wait_listening()
+    spans, endpoint = request.getfixturevalue("receiver" if protocol == "grpc" else "http_receiver")
+    address = start_server("--port", "0", env=otel_env(endpoint, "engine-server", protocol)).wait_listening()
     done = subprocess.run(
         [str(BIN / "engine-client"), "--target", address, "generate", "echo", '{"text": "a b"}', "--request-id", "cli"],
-        env={**os.environ, **otel_env(endpoint, "engine-client")},
+        env={**os.environ, **otel_env(endpoint, "engine-client", protocol)},
         capture_output=True,
         text=True,
         timeout=60,
