@@ -82,7 +82,12 @@ class RemoteEngine(AnyEngine):
             )
         )
         stream = RemoteStream(call, context, self.name, response_class, span)
-        await call.write(start.SerializeToString())
+        try:
+            await call.write(start.SerializeToString())
+        except EngineError as error:
+            if span is not None:
+                span.end(None, error)  # the call failed before it started: no stream will end the span
+            raise
         return stream
 
 
