@@ -134,6 +134,7 @@ class LocalEngine(AnyEngine):
         unary: bool,
         description: str = "",
         health_request: Message | None = None,
+        max_concurrency: int | None = None,
     ) -> None:
         super().__init__(
             name,
@@ -147,6 +148,8 @@ class LocalEngine(AnyEngine):
         self.response_class = response
         self.error_class = error
         self.health_request = health_request
+        self.max_concurrency = max_concurrency
+        """Generations a server runs at once (0: no limit; None: ``--max-engine-concurrency`` decides)."""
         self._fn = fn
         self.check_response = _response_check(name, response)
         """Raise :class:`EngineFailed` unless the argument is of the engine's response type."""

@@ -46,11 +46,13 @@ class EngineRegistry:
         error: type[Message] | None = None,
         description: str | None = None,
         health_request: Message | None = None,
+        max_concurrency: int | None = None,
     ) -> Callable[[F], F]:
         """Register the decorated async generator (or unary coroutine) function under ``name``.
 
         ``description`` defaults to the first line of the function's docstring. ``health_request``, if given,
         is a request the server runs now and then while the engine is idle to tell whether it is healthy.
+        ``max_concurrency`` is as for :meth:`register`.
         """
 
         def decorate(fn: F) -> F:
@@ -62,6 +64,7 @@ class EngineRegistry:
                 error=error,
                 description=description,
                 health_request=health_request,
+                max_concurrency=max_concurrency,
             )
             return fn
 
@@ -77,12 +80,17 @@ class EngineRegistry:
         error: type[Message] | None = None,
         description: str | None = None,
         health_request: Message | None = None,
+        max_concurrency: int | None = None,
     ) -> LocalEngine:
         """Register ``engine`` under ``name`` and return it type-erased.
 
         ``engine`` is an async generator function ``(request, ctx)``, a coroutine function returning one
         response, an object whose ``generate`` is either, or a typed :class:`Engine` (a remote one, say),
         whose types are then the defaults for ``request``/``response``.
+
+        ``max_concurrency`` is how many generations of this engine a server runs at once (calls beyond it wait
+        in the engine's queue, up to ``--max-queue``); it wins over ``--max-engine-concurrency`` for this engine.
+        0 means no limit; None (the default) leaves it to ``--max-engine-concurrency``.
 
         Example::
 
@@ -103,6 +111,8 @@ class EngineRegistry:
         for role, cls in (("request", request), ("response", response), ("error", error)):
             if cls is not None and not (isinstance(cls, type) and issubclass(cls, Message)):
                 raise TypeError(f"engine {name!r}: {role}= must be a protobuf message class, got {cls!r}")
+        if max_concurrency is not None and (not isinstance(max_concurrency, int) or max_concurrency < 0):
+            raise ValueError(f"engine {name!r}: max_concurrency must be a whole number >= 0, got {max_concurrency!r}")
         if health_request is not None and not isinstance(health_request, request):
             raise TypeError(f"engine {name!r}: health_request must be a {request.DESCRIPTOR.full_name}")
         fn, unary = as_generator(engine, name)
@@ -118,6 +128,7 @@ class EngineRegistry:
             unary=unary,
             description=description,
             health_request=health_request,
+            max_concurrency=max_concurrency,
         )
         self._engines[name] = local
         return local

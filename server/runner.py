@@ -20,7 +20,7 @@ from collections.abc import Callable, Coroutine, Iterable
 from typing import Any, Literal, Protocol
 
 from .app import EngineServer, ServerConfig, StartupError
-from .logs import RefusalLog, flush_logs, log_request
+from .logs import RefusalLog, flush_logs, log_dequeued, log_request
 from .metrics import ServerMetrics
 from .registry import EngineRegistry
 from .threads import busy_engine_threads
@@ -130,6 +130,7 @@ async def _serve(
 ) -> int:
     server = EngineServer(registry, config)
     server.service.on_finished(log_request)
+    server.inflight.admission.on_left(log_dequeued)
     server.service.on_refused(RefusalLog())
     if multiprocess_metrics:
         ServerMetrics(multiprocess=True).attach(server.service)
