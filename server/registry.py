@@ -111,8 +111,6 @@ class EngineRegistry:
         for role, cls in (("request", request), ("response", response), ("error", error)):
             if cls is not None and not (isinstance(cls, type) and issubclass(cls, Message)):
                 raise TypeError(f"engine {name!r}: {role}= must be a protobuf message class, got {cls!r}")
-        if max_concurrency is not None and (not isinstance(max_concurrency, int) or max_concurrency < 0):
-            raise ValueError(f"engine {name!r}: max_concurrency must be a whole number >= 0, got {max_concurrency!r}")
         if health_request is not None and not isinstance(health_request, request):
             raise TypeError(f"engine {name!r}: health_request must be a {request.DESCRIPTOR.full_name}")
         fn, unary = as_generator(engine, name)
