@@ -17,7 +17,6 @@ import asyncio
 import contextlib
 import signal
 import sys
-import time
 from collections.abc import AsyncIterator
 
 from google.protobuf.empty_pb2 import Empty
@@ -30,15 +29,14 @@ from engine_runtime.server.inflight import Generation
 from engine_runtime.server.outcome import Cause
 
 from .bare_server import run
+from .engines import Moments
 
 __all__ = ["MAX_CONCURRENCY", "main", "registry"]
 
 MAX_CONCURRENCY = 4
-# Bounds what a long run can make the server remember, should the harness never collect.
-MAX_RECORDS = 100_000
 
 registry = EngineRegistry()
-_left_at: dict[str, float] = {}
+_removed_at = Moments()
 
 
 @registry.engine("burst", request=CountRequest, response=CountResponse, max_concurrency=MAX_CONCURRENCY)
@@ -55,19 +53,13 @@ async def burst(request: CountRequest, ctx: Context) -> AsyncIterator[CountRespo
 @registry.engine("queue_exits", request=Empty, response=Struct)
 async def queue_exits(request: Empty, ctx: Context) -> Struct:
     """Returns `{request_id: time.time() when it left the queue}` for calls taken out of it, and forgets them."""
-    global _left_at
-    times, _left_at = _left_at, {}
-    result = Struct()
-    result.update(times)
-    return result
+    return _removed_at.take()
 
 
 def record(generation: Generation, cause: Cause | None) -> None:
-    if cause is None:
-        return  # admitted: not a removal
-    if len(_left_at) >= MAX_RECORDS:
-        _left_at.clear()
-    _left_at[generation.id] = time.time()
+    """The queue's ``on_left`` hook: the moment a call was taken out (an admitted call is not a removal)."""
+    if cause is not None:
+        _removed_at.record(generation.id)
 
 
 async def serve(host: str, port: int, max_queue: int) -> None:
