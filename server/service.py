@@ -47,7 +47,7 @@ from .protocol import (
 from .pump import DEFAULT_KILL_TIMEOUT, DEFAULT_MAX_BATCH_BYTES, DEFAULT_MAX_BATCH_ITEMS, LocalStream
 from .registry import EngineRegistry
 from .wire import item_encoder, parse
-from .writer import initial_metadata, write_generation, write_stopped
+from .writer import initial_metadata, write_generation, write_unstarted
 
 __all__ = ["EngineService"]
 
@@ -111,8 +111,7 @@ class EngineService:
         self._refused.append(callback)
 
     def on_finished(self, callback: Finished) -> None:
-        """Call ``callback(generation, code)`` once for every generation (a queued one that never started too);
-        ``generation.ending`` says how it ended."""
+        """Call ``callback(generation, code)`` once for every generation, queued ones too; ``ending`` says how."""
         self._finished.append(callback)
 
     def handler(self) -> grpc.GenericRpcHandler:
@@ -188,8 +187,7 @@ class EngineService:
             callback(engine, error)
 
     def _admit(self, request: pb.GenerateRequest) -> Admitted:
-        """Make the call's generation and admit it (it runs now, or waits in the queue), or raise the EngineError
-        that refuses it."""
+        """The call's generation, admitted (a slot, or a place in the queue); or raise the error refusing it."""
         if self.draining:
             raise Unavailable("the server is draining and accepts no new generations")
         engine = self.registry.get(request.engine)
@@ -202,28 +200,27 @@ class EngineService:
         generation = Generation(Context(request.request_id or None), engine.name, request.priority)
         return generation, engine, payload, self.inflight.add(generation)
 
-    async def _begin(self, admitted: Admitted, context: ServicerContext) -> LocalStream[bytes] | Ending:
-        """The initial metadata, the queue, the engine: its stream, or the Ending of a call that never ran."""
-        generation, engine, payload, place = admitted
-        # At once, even for a call that waits: its client learns the id and stop key, and can Stop it in the queue.
-        await context.send_initial_metadata(initial_metadata(generation))
-        if place is not None:
-            ending = await self.inflight.admission.wait(place, context.time_remaining())
-            if ending is not None:
-                return await write_stopped(generation, context, ending) if ending.how is How.STOPPED else ending
+    async def _start(self, admitted: Admitted) -> LocalStream[bytes]:
+        generation, engine, payload, _ = admitted
         return await engine.generate(payload, generation.context, encode=self._encoders[engine.name], **self._pump)
 
     async def _serve(self, admitted: Admitted, context: ServicerContext) -> None:
         """Run one generation to its end, and end it: one :class:`Ending`, one status, one report."""
-        generation = admitted[0]
+        generation, place = admitted[0], admitted[3]
         stream: LocalStream[bytes] | None = None
         try:
-            begun = await self._begin(admitted, context)
-            if isinstance(begun, Ending):
-                generation.end(begun)
-            else:
-                stream = begun
-                generation.end(await write_generation(generation, stream, context, self._max_message_bytes))
+            if place is None:  # admitted at once: the engine gets going while the initial metadata is sent
+                stream = await self._start(admitted)
+            # At once, even for a call that waits: its client learns the id and stop key, and can Stop it there.
+            await context.send_initial_metadata(initial_metadata(generation))
+            if place is not None:
+                ending = await self.inflight.admission.wait(place, context.time_remaining())
+                if ending is not None:  # it left the queue without running
+                    generation.end(await write_unstarted(generation, context, ending))
+                    return
+                stream = await self._start(admitted)
+            assert stream is not None  # started above, at once or after the queue
+            generation.end(await write_generation(generation, stream, context, self._max_message_bytes))
         except asyncio.CancelledError:
             # The client cancelled, went away, or its deadline passed: grpc cancels this handler's task.
             if generation.finishing is not None:
@@ -247,7 +244,7 @@ class EngineService:
             assert ending is not None
             error = status_of(ending, generation.id)
             if error is not None:
-                # Nothing ran: another replica may serve it (the call is committed, so grpc itself will not retry).
+                # A call whose engine never ran carries a retry pushback (committed, so grpc itself will not retry).
                 _set_status(context, error, generation.admitted_at is None)
             if self._finished:
                 # After this handler has wound down: a kill's cancellation and the final status go out first,

@@ -24,7 +24,7 @@ from .pump import LocalStream
 from .stream import FinishReason
 from .wire import encode_response
 
-__all__ = ["Call", "initial_metadata", "split_messages", "write_generation", "write_stopped"]
+__all__ = ["Call", "initial_metadata", "split_messages", "write_generation", "write_unstarted"]
 
 # Room for the finish reason (field 2, a varint) after the items.
 _REASON_ROOM = 8
@@ -43,10 +43,13 @@ def initial_metadata(generation: Generation) -> tuple[tuple[str, str], ...]:
     return ((REQUEST_ID_KEY, generation.id), (STOP_KEY_KEY, generation.stop_key))
 
 
-async def write_stopped(generation: Generation, call: Call, stopped: Ending) -> Ending:
-    """End a generation stopped before its engine started (it was queued): one message, no items, STOPPED."""
-    gone = await _write(generation, call, encode_response([], FinishReason.STOPPED), 0, stopped)
-    return gone if gone is not None else stopped
+async def write_unstarted(generation: Generation, call: Call, ending: Ending) -> Ending:
+    """The end of a generation whose engine never started (it left the queue): a graceful stop writes one message,
+    no items, STOPPED; any other ending is a status alone."""
+    if ending.how is not How.STOPPED:
+        return ending
+    gone = await _write(generation, call, encode_response([], FinishReason.STOPPED), 0, ending)
+    return gone if gone is not None else ending
 
 
 async def write_generation(generation: Generation, stream: LocalStream[bytes], call: Call, limit: int) -> Ending:
