@@ -295,6 +295,7 @@ def test_the_isolation_options_are_taken_from_the_line_the_environment_and_the_f
         (grpc.StatusCode.RESOURCE_EXHAUSTED, "--max-queue"),  # a queue of one (the file), full
         (grpc.StatusCode.RESOURCE_EXHAUSTED, "--queue-timeout 0.3s"),  # the queued one expires (the environment)
     ]
+    server.wait_for(r"waited \d+\.\d ms in the queue: queue_timeout engine=count")  # the line of a call that waited
 
     async def second_stream_waits() -> grpc.StatusCode:
         async with grpc.aio.insecure_channel(address) as channel:
