@@ -183,6 +183,17 @@ async def test_without_a_queue_the_limit_refuses_at_once_with_a_pushback(make_se
         await release(stub, holder)
 
 
+async def test_the_servers_own_limit_still_refuses_at_once(make_server: ServerFactory) -> None:
+    server = await make_server(max_queue=3, max_concurrency=1)
+    async with grpc.aio.insecure_channel(server.addresses[0]) as channel:
+        stub = pbg.EngineServiceStub(channel)
+        holder = await hold(stub)
+        out = await collect(stub, "single", CountRequest(count=1), CountResponse)
+        assert out.code is grpc.StatusCode.RESOURCE_EXHAUSTED and "--max-concurrency" in out.details
+        assert server.inflight.queued() == 0  # refused, not queued
+        await release(stub, holder)
+
+
 async def test_the_queue_timeout_ends_a_waiting_call_naming_the_time_waited(make_server: ServerFactory) -> None:
     server = await make_server(max_queue=3, queue_timeout=0.2)
     exits = Exits(server)
