@@ -16,7 +16,7 @@ from typing import Any
 
 from tqdm import tqdm  # type: ignore[import-untyped]  # tqdm ships no type information
 
-from . import figures, load
+from . import admission, figures, load
 from .bare_server import run as run_loop
 from .harness import FULL, PROJECT_TARGETS, QUICK, Bench
 from .procs import Pinning, ServerProcess, bare_command, plan_pinning, project_command, running
@@ -26,7 +26,7 @@ __all__ = ["FIGURES", "main"]
 
 FigureFn = Callable[[Bench], Awaitable[Figure]]
 
-# In running order; memory and workers start servers of their own.
+# In running order; memory, workers and admission start servers of their own.
 FIGURES: dict[str, tuple[str, FigureFn]] = {
     "throughput": ("(a) items/s, one stream, fast engine", figures.throughput),
     "first_response": ("(b) time to first response", figures.first_response),
@@ -35,6 +35,7 @@ FIGURES: dict[str, tuple[str, FigureFn]] = {
     "cancel": ("(e) cancel to engine killed", figures.cancel),
     "memory": ("(f) memory per open stream", load.memory),
     "workers": ("(g) 1 vs 2 workers", load.workers),
+    "admission": ("(h) admission queue: burst, cancel to removal", admission.admission),
 }
 
 # The project server's tracing: on, every generation's span is made and exported by the SDK's batch processor.

@@ -33,7 +33,9 @@ class EngineClient:
     round-robin), or a list (or comma-separated string) of those. ``tls_ca`` turns on TLS (``tls_cert`` and
     ``tls_key`` add a client certificate, for mutual TLS); ``token`` (or ``token_file``) is sent as
     ``authorization: Bearer <token>``. ``connect_timeout`` bounds the wait for every target on entry;
-    ``timeout`` is the deadline of each call (None: none).
+    ``timeout`` is the deadline of each call (None: none). ``priority`` is the ``GenerateRequest.priority`` of
+    every generation (where it stands in a busy engine's queue: higher first, then oldest); one engine's calls
+    can take another with :meth:`RemoteEngine.with_priority`.
     """
 
     def __init__(
@@ -47,6 +49,7 @@ class EngineClient:
         token_file: str | None = None,
         connect_timeout: float = 10.0,
         timeout: float | None = None,
+        priority: int = 0,
         options: Sequence[tuple[str, Any]] = (),
     ) -> None:
         targets = [t.strip() for t in target.split(",")] if isinstance(target, str) else list(target)
@@ -58,6 +61,7 @@ class EngineClient:
         self.connect_timeout = connect_timeout
         self.timeout = timeout
         tracing.configure_from_environment()
+        self.priority = priority
 
     async def __aenter__(self) -> EngineClient:
         try:
@@ -92,7 +96,7 @@ class EngineClient:
     async def get(self, name: str) -> RemoteEngine:
         """The engine ``name`` as an :class:`~server.AnyEngine`; raises ``EngineNotFound`` naming those served."""
         (info,) = await self.describe(name)
-        return RemoteEngine(info, self.transport, self.timeout)
+        return RemoteEngine(info, self.transport, self.timeout, self.priority)
 
     async def stop(self, request_id: str, *, key: str, kill: bool = False) -> None:
         """Stop (or kill) a generation by request id on whichever target runs it; NOT_FOUND if none does.

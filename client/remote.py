@@ -37,10 +37,11 @@ class RemoteEngine(AnyEngine):
     """An engine served by a remote server, as :meth:`client.EngineClient.get` returns it.
 
     It is an :class:`~server.AnyEngine` like a local one: ``downcast`` it, ``generate`` with it, or register
-    it in another server's registry to serve it again.
+    it in another server's registry to serve it again. Every generation it starts carries its ``priority``
+    (``GenerateRequest.priority``: where the call stands in the engine's queue on a busy server, higher first).
     """
 
-    def __init__(self, info: pb.EngineInfo, transport: Transport, timeout: float | None) -> None:
+    def __init__(self, info: pb.EngineInfo, transport: Transport, timeout: float | None, priority: int = 0) -> None:
         super().__init__(
             info.name,
             request_type=info.request_type,
@@ -53,6 +54,17 @@ class RemoteEngine(AnyEngine):
         self.types = TypeCatalog(info.descriptors)
         self._transport = transport
         self._timeout = timeout
+        self.priority = priority
+
+    def with_priority(self, priority: int) -> RemoteEngine:
+        """The same remote engine, its generations queued at ``priority`` (higher first, then oldest; 0 default).
+
+        Example::
+
+            urgent = (await client.get("echo")).with_priority(10).downcast(EchoRequest, EchoResponse)
+            stream = await urgent.generate(EchoRequest(text="now"))
+        """
+        return RemoteEngine(self.info, self._transport, self._timeout, priority)
 
     def downcast(
         self, request: type[Req], response: type[Resp], error: type[Message] | None = None
@@ -79,6 +91,7 @@ class RemoteEngine(AnyEngine):
                 engine=self.name,
                 request=any_pb2.Any(type_url=TYPE_URL_PREFIX + received, value=request.SerializeToString()),
                 request_id=context.id,
+                priority=self.priority,
             )
         )
         stream = RemoteStream(call, context, self.name, response_class, span)

@@ -59,6 +59,8 @@ class ServerConfig:
     max_message_bytes: int = 4 * 1024 * 1024
     max_concurrency: int = 0
     max_engine_concurrency: int = 0
+    max_queue: int = 0  # per engine with a concurrency limit; 0: refuse at the limit
+    queue_timeout: float = 0.0  # 0: a queued call waits as long as its deadline allows
     drain_timeout: float = 30.0
     stop_timeout: float = 10.0
     kill_timeout: float = DEFAULT_KILL_TIMEOUT
@@ -89,7 +91,13 @@ class EngineServer:
     def __init__(self, registry: EngineRegistry, config: ServerConfig | None = None) -> None:
         self.registry = registry
         self.config = config = config if config is not None else ServerConfig()
-        self.inflight = InFlight(config.max_concurrency, config.max_engine_concurrency)
+        self.inflight = InFlight(
+            config.max_concurrency,
+            config.max_engine_concurrency,
+            max_queue=config.max_queue,
+            queue_timeout=config.queue_timeout,
+            engine_limits={e.name: e.max_concurrency for e in registry if e.max_concurrency is not None},
+        )
         self.service = EngineService(
             registry,
             inflight=self.inflight,

@@ -46,11 +46,13 @@ class EngineRegistry:
         error: type[Message] | None = None,
         description: str | None = None,
         health_request: Message | None = None,
+        max_concurrency: int | None = None,
     ) -> Callable[[F], F]:
         """Register the decorated async generator (or unary coroutine) function under ``name``.
 
         ``description`` defaults to the first line of the function's docstring. ``health_request``, if given,
         is a request the server runs now and then while the engine is idle to tell whether it is healthy.
+        ``max_concurrency`` is as for :meth:`register`.
         """
 
         def decorate(fn: F) -> F:
@@ -62,6 +64,7 @@ class EngineRegistry:
                 error=error,
                 description=description,
                 health_request=health_request,
+                max_concurrency=max_concurrency,
             )
             return fn
 
@@ -77,12 +80,17 @@ class EngineRegistry:
         error: type[Message] | None = None,
         description: str | None = None,
         health_request: Message | None = None,
+        max_concurrency: int | None = None,
     ) -> LocalEngine:
         """Register ``engine`` under ``name`` and return it type-erased.
 
         ``engine`` is an async generator function ``(request, ctx)``, a coroutine function returning one
         response, an object whose ``generate`` is either, or a typed :class:`Engine` (a remote one, say),
         whose types are then the defaults for ``request``/``response``.
+
+        ``max_concurrency`` is how many generations of this engine a server runs at once (calls beyond it wait
+        in the engine's queue, up to ``--max-queue``); it wins over ``--max-engine-concurrency`` for this engine.
+        0 means no limit; None (the default) leaves it to ``--max-engine-concurrency``.
 
         Example::
 
@@ -118,6 +126,7 @@ class EngineRegistry:
             unary=unary,
             description=description,
             health_request=health_request,
+            max_concurrency=max_concurrency,
         )
         self._engines[name] = local
         return local

@@ -21,7 +21,7 @@ from typing import Any, Literal, Protocol
 
 from . import tracing
 from .app import EngineServer, ServerConfig, StartupError
-from .logs import RefusalLog, flush_logs, log_request
+from .logs import RefusalLog, flush_logs, log_dequeued, log_request
 from .metrics import ServerMetrics
 from .registry import EngineRegistry
 from .threads import busy_engine_threads
@@ -135,6 +135,7 @@ async def _serve(
         raise StartupError(str(error)) from None
     server = EngineServer(registry, config)
     server.service.on_finished(log_request)
+    server.inflight.admission.on_left(log_dequeued)
     server.service.on_refused(RefusalLog())
     if multiprocess_metrics:
         ServerMetrics(multiprocess=True).attach(server.service)

@@ -80,6 +80,20 @@ async def relay(request: CountRequest, ctx: Context) -> AsyncIterator[CountRespo
             yield item
 
 
+# The probe behind a concurrency limit of one: its calls queue (with --max-queue), and PROBES, in insertion order,
+# is the order in which their engines started.
+registry.register(
+    "single", probe, request=CountRequest, response=CountResponse, max_concurrency=1, description="probe, one at a time"
+)
+
+
+@registry.engine("probes_started", request=EchoRequest, response=EchoResponse)
+async def probes_started(request: EchoRequest, ctx: Context) -> EchoResponse:
+    """Of the probe request ids in `text` (space-separated), those whose engine started, in the order they did."""
+    wanted = set(request.text.split())
+    return EchoResponse(text=" ".join(request_id for request_id in PROBES if request_id in wanted))
+
+
 @registry.engine("probe_report", request=EchoRequest, response=EchoResponse)
 async def probe_report(request: EchoRequest, ctx: Context) -> EchoResponse:
     """How the probe with request id `text` ended (waiting up to 10 s): `<exit> killed=<bool>`, or `unknown`."""
