@@ -14,12 +14,19 @@ COPY engine_runtime/ engine_runtime/
 COPY server/ server/
 COPY client/ client/
 COPY generated/ generated/
+COPY scripts/otel_proto_last.py scripts/
+
+# The extras installed with the wheel: `otel` (OpenTelemetry tracing, off until OTEL_TRACES_EXPORTER is set) by
+# default; `docker build --build-arg EXTRAS= .` builds an image without it.
+ARG EXTRAS=otel
 
 # A wheel, then a venv installed from it: the runtime stage copies the venv alone, without the sources, the build
 # tree or pip's build dependencies. The venv gets no pip of its own; nothing installs packages at run time.
 RUN python -m pip wheel --no-cache-dir --no-deps --wheel-dir /wheels . \
     && python -m venv --without-pip /opt/venv \
-    && python -m pip --python /opt/venv/bin/python install --no-cache-dir /wheels/*.whl
+    && wheel="$(echo /wheels/*.whl)" \
+    && python -m pip --python /opt/venv/bin/python install --no-cache-dir "${wheel}${EXTRAS:+[$EXTRAS]}" \
+    && python scripts/otel_proto_last.py /opt/venv/bin/python
 
 
 FROM python:3.11-slim AS runtime

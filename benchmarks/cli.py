@@ -16,7 +16,7 @@ from typing import Any
 
 from tqdm import tqdm  # type: ignore[import-untyped]  # tqdm ships no type information
 
-from . import figures, load
+from . import admission, figures, load
 from .bare_server import run as run_loop
 from .harness import FULL, PROJECT_TARGETS, QUICK, Bench
 from .procs import Pinning, ServerProcess, bare_command, plan_pinning, project_command, running
@@ -26,7 +26,7 @@ __all__ = ["FIGURES", "main"]
 
 FigureFn = Callable[[Bench], Awaitable[Figure]]
 
-# In running order; memory and workers start servers of their own.
+# In running order; memory, workers and admission start servers of their own.
 FIGURES: dict[str, tuple[str, FigureFn]] = {
     "throughput": ("(a) items/s, one stream, fast engine", figures.throughput),
     "first_response": ("(b) time to first response", figures.first_response),
@@ -35,7 +35,12 @@ FIGURES: dict[str, tuple[str, FigureFn]] = {
     "cancel": ("(e) cancel to engine killed", figures.cancel),
     "memory": ("(f) memory per open stream", load.memory),
     "workers": ("(g) 1 vs 2 workers", load.workers),
+    "admission": ("(h) admission queue: burst, cancel to removal", admission.admission),
 }
+
+# The project server's tracing: on, every generation's span is made and exported by the SDK's batch processor.
+TRACING_ON = {"OTEL_TRACES_EXPORTER": "console", "OTEL_SERVICE_NAME": "engine-bench"}
+TRACING_OFF = {"OTEL_TRACES_EXPORTER": ""}
 
 DEFAULT_OUT = Path(__file__).resolve().parent / "results"
 
@@ -59,6 +64,12 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     )
     parser.add_argument("--repeats", type=int, help="repeats of the throughput figure (default 1 quick, 3 full)")
     parser.add_argument("--no-pin", action="store_true", help="do not pin the servers and the client to CPUs")
+    parser.add_argument(
+        "--tracing",
+        action="store_true",
+        help="trace the project server's generations (OTEL_TRACES_EXPORTER=console into /dev/null: every span made, "
+        "batched and formatted); without it, tracing is off as in a server without OTEL_TRACES_EXPORTER",
+    )
     return parser.parse_args(argv)
 
 
@@ -73,7 +84,7 @@ def resolve_loop(name: str) -> str:
     return "uvloop"
 
 
-async def run_figures(selected: list[str], bench_args: dict[str, Any]) -> dict[str, Figure]:
+async def run_figures(selected: list[str], bench_args: dict[str, Any], tracing: bool = False) -> dict[str, Figure]:
     """Start the shared servers, run each selected figure (a failure is recorded, not raised), stop them."""
     results: dict[str, Figure] = {}
     pinning: Pinning = bench_args["pinning"]
@@ -83,7 +94,12 @@ async def run_figures(selected: list[str], bench_args: dict[str, Any]) -> dict[s
         try:
             servers["bare"] = stack.enter_context(running("bare server", bare_command(bench_args["loop"]), cpus))
             servers["project"] = stack.enter_context(
-                running("project server", project_command(PROJECT_TARGETS, bench_args["loop"]), cpus)
+                running(
+                    "project server",
+                    project_command(PROJECT_TARGETS, bench_args["loop"]),
+                    cpus,
+                    TRACING_ON if tracing else TRACING_OFF,
+                )
             )
         except Exception as error:
             return {key: Figure(key, FIGURES[key][0], "error", f"servers did not start: {error}") for key in selected}
@@ -138,7 +154,8 @@ def main(argv: list[str] | None = None) -> int:
     stamp = time.strftime("%Y%m%d-%H%M%S", time.localtime(started))
 
     try:
-        ran = run_loop(run_figures(selected, {"sizes": sizes, "loop": loop, "pinning": pinning}), loop)
+        bench_args = {"sizes": sizes, "loop": loop, "pinning": pinning}
+        ran = run_loop(run_figures(selected, bench_args, args.tracing), loop)
     except KeyboardInterrupt:
         # The servers were stopped on the way out; a partial run writes no results.
         print("interrupted: no results written", file=sys.stderr)
@@ -156,6 +173,7 @@ def main(argv: list[str] | None = None) -> int:
         "mode": "quick" if args.quick else "full",
         "sizes": asdict(sizes),
         "machine": {**machine, "loop": loop, "pinning": asdict(pinning)},
+        "tracing": args.tracing,
         "figures": {key: figure.to_json() for key, figure in results.items()},
         "chart": chart_path.name,
     }
@@ -167,7 +185,9 @@ def main(argv: list[str] | None = None) -> int:
     write_chart(chart_path, list(results.values()), f"{run['mode']} run {run['started']}, loop {loop}, {pinned}")
     write_json(json_path, run)
 
-    print(f"loop: {loop}; pinning: {pinned}; load average {machine['load_average']} -> {machine['load_average_after']}")
+    load_average = f"{machine['load_average']} -> {machine['load_average_after']}"
+    tracing = "on" if args.tracing else "off"
+    print(f"tracing: {tracing}; loop: {loop}; pinning: {pinned}; load average {load_average}")
     print(summary(results))
     print(f"\nwrote {json_path} and {chart_path.name}")
     return 1 if any(f.status == "error" for f in results.values()) else 0

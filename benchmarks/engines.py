@@ -28,15 +28,33 @@ from engine_runtime.generated.examples.v1.examples_pb2 import CountRequest, Coun
 from engine_runtime.server import Context, EngineRegistry
 from engine_runtime.server.examples import registry as examples
 
-__all__ = ["registry"]
+__all__ = ["Moments", "registry"]
 
-# Bounds what a long run can make the probe remember, should the harness never collect.
-MAX_PROBES = 100_000
+
+class Moments:
+    """``time.time()`` of an event, by request id, until the harness takes them (bounded, should it never)."""
+
+    def __init__(self, limit: int = 100_000) -> None:
+        self.limit = limit
+        self._at: dict[str, float] = {}
+
+    def record(self, request_id: str) -> None:
+        if len(self._at) >= self.limit:
+            self._at.clear()
+        self._at[request_id] = time.time()
+
+    def take(self) -> Struct:
+        """The moments so far as a ``Struct`` ``{request_id: time}``, forgotten here."""
+        taken, self._at = self._at, {}
+        result = Struct()
+        result.update(taken)
+        return result
+
 
 registry = EngineRegistry()
 registry.merge(examples)
 
-_killed_at: dict[str, float] = {}
+_killed_at = Moments()
 
 
 @registry.engine("cancel_probe", request=CountRequest, response=CountResponse)
@@ -49,9 +67,7 @@ async def cancel_probe(request: CountRequest, ctx: Context) -> AsyncIterator[Cou
             yield CountResponse(index=index)
     finally:
         if ctx.is_killed():
-            if len(_killed_at) >= MAX_PROBES:
-                _killed_at.clear()
-            _killed_at[ctx.id] = time.time()
+            _killed_at.record(ctx.id)
 
 
 @registry.engine("stamped", request=CountRequest, response=CountResponse)
@@ -84,8 +100,4 @@ registry.register("placed_once", placed, request=CountRequest, response=CountRes
 @registry.engine("kill_times", request=Empty, response=Struct)
 async def kill_times(request: Empty, ctx: Context) -> Struct:
     """Returns `{request_id: time.time() at the kill}` for the cancel probes so far, and forgets them."""
-    global _killed_at
-    times, _killed_at = _killed_at, {}
-    result = Struct()
-    result.update(times)
-    return result
+    return _killed_at.take()

@@ -36,6 +36,8 @@ class Sizes:
     memory_streams: int
     workers_seconds: float
     channels: int  # separate connections for the many-stream figures
+    admission_burst: int  # calls at once at the queued engine
+    admission_cancels: int  # queued calls cancelled one by one
 
 
 QUICK = Sizes(
@@ -50,6 +52,8 @@ QUICK = Sizes(
     memory_streams=50,
     workers_seconds=1.0,
     channels=2,
+    admission_burst=50,
+    admission_cancels=20,
 )
 
 FULL = Sizes(
@@ -64,6 +68,8 @@ FULL = Sizes(
     memory_streams=1_000,
     workers_seconds=5.0,
     channels=10,
+    admission_burst=200,
+    admission_cancels=300,
 )
 
 

@@ -15,7 +15,7 @@ import subprocess
 import sys
 import threading
 from collections import deque
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -88,7 +88,9 @@ def bare_command(loop: str) -> list[str]:
 class ServerProcess:
     """One running server: its process, the address it logged, and the tail of its stderr."""
 
-    def __init__(self, name: str, command: list[str], cpus: Sequence[int] = ()) -> None:
+    def __init__(
+        self, name: str, command: list[str], cpus: Sequence[int] = (), env: Mapping[str, str] | None = None
+    ) -> None:
         self.name = name
         self.command = command
         if sys.platform == "linux":
@@ -104,6 +106,7 @@ class ServerProcess:
             stderr=subprocess.PIPE,
             text=True,
             cwd=root,  # so that `benchmarks.engines:registry` and `-m benchmarks.bare_server` import
+            env={**os.environ, **(env or {})},
         )
         self._reader = threading.Thread(target=self._read, name=f"{name} stderr", daemon=True)
         self._reader.start()
@@ -170,9 +173,12 @@ class ServerProcess:
 
 
 @contextlib.contextmanager
-def running(name: str, command: list[str], cpus: Sequence[int] = ()) -> Iterator[ServerProcess]:
-    """Start a server, wait for its address, and always stop it on the way out."""
-    server = ServerProcess(name, command, cpus)
+def running(
+    name: str, command: list[str], cpus: Sequence[int] = (), env: Mapping[str, str] | None = None
+) -> Iterator[ServerProcess]:
+    """Start a server (with ``env`` on top of this process's environment), wait for its address, and always stop
+    it on the way out."""
+    server = ServerProcess(name, command, cpus, env)
     try:
         server.wait_ready()
         yield server

@@ -19,6 +19,7 @@ from google.protobuf.descriptor import FieldDescriptor
 
 from engine_runtime.server.context import Context
 from engine_runtime.server.errors import EngineError
+from engine_runtime.server.tracing import TracingError
 
 from .client import EngineClient
 from .remote import RemoteEngine, RemoteStream
@@ -44,6 +45,8 @@ def _client(ctx: click.Context) -> EngineClient:
     except (ValueError, OSError) as error:
         # A target list that names nothing, an unreadable TLS or token file: one line, not a traceback.
         raise click.ClickException(f"--target {o['target']!r}: {error}") from None
+    except TracingError as error:
+        raise click.ClickException(str(error)) from None
 
 
 # The connection options, accepted before the subcommand (`engine-client --timeout 1 generate ...`) and after it
@@ -142,13 +145,21 @@ def describe(ctx: click.Context, name: str) -> None:
     "arrive (a fast engine may have produced them all); the last line says how many came after the stop.",
 )
 @click.option("--request-id", help="Use this request id (printable ASCII, at most 128 characters).")
+@click.option(
+    "--priority",
+    type=click.IntRange(-(2**31), 2**31 - 1),
+    default=0,
+    help="Where the call stands in a busy engine's queue: higher first, then oldest.",
+)
 @click.pass_context
-def generate(ctx: click.Context, name: str, request_json: str, stop_after: int | None, request_id: str | None) -> None:
+def generate(
+    ctx: click.Context, name: str, request_json: str, stop_after: int | None, request_id: str | None, priority: int
+) -> None:
     """Run engine NAME with a JSON request; print each response as a JSON line as it arrives."""
 
     async def run() -> int:
         async with _client(ctx) as client:
-            engine = await client.get(name)
+            engine = (await client.get(name)).with_priority(priority)
             request = _parse_request(engine, request_json)
             context = Context(request_id)
             interrupted = False

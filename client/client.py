@@ -16,6 +16,7 @@ from types import TracebackType
 from typing import Any
 
 from engine_runtime.generated.engine.v1 import engine_pb2 as pb
+from engine_runtime.server import tracing
 from engine_runtime.server.errors import EngineNotFound
 from engine_runtime.server.protocol import LIST_ENGINES, STOP
 
@@ -33,7 +34,9 @@ class EngineClient:
     round-robin), or a list (or comma-separated string) of those. ``tls_ca`` turns on TLS (``tls_cert`` and
     ``tls_key`` add a client certificate, for mutual TLS); ``token`` (or ``token_file``) is sent as
     ``authorization: Bearer <token>``. ``connect_timeout`` bounds the wait for every target on entry;
-    ``timeout`` is the deadline of each call (None: none). A stream of a resumable engine that breaks (its
+    ``timeout`` is the deadline of each call (None: none). ``priority`` is the ``GenerateRequest.priority`` of
+    every generation (where it stands in a busy engine's queue: higher first, then oldest); one engine's calls
+    can take another with :meth:`RemoteEngine.with_priority`. A stream of a resumable engine that breaks (its
     replica died or was drained, its connection was lost) continues on another replica from the items received,
     up to ``migration_limit`` times (0: never); :attr:`migrations` counts how many times that happened.
     """
@@ -49,6 +52,7 @@ class EngineClient:
         token_file: str | None = None,
         connect_timeout: float = 10.0,
         timeout: float | None = None,
+        priority: int = 0,
         options: Sequence[tuple[str, Any]] = (),
         migration_limit: int = DEFAULT_MIGRATION_LIMIT,
     ) -> None:
@@ -60,6 +64,8 @@ class EngineClient:
         )
         self.connect_timeout = connect_timeout
         self.timeout = timeout
+        tracing.configure_from_environment()
+        self.priority = priority
         self._migrations = Migrations(migration_limit)
 
     @property
@@ -105,7 +111,7 @@ class EngineClient:
     async def get(self, name: str) -> RemoteEngine:
         """The engine ``name`` as an :class:`~server.AnyEngine`; raises ``EngineNotFound`` naming those served."""
         (info,) = await self.describe(name)
-        return RemoteEngine(info, self.transport, self.timeout, self._migrations)
+        return RemoteEngine(info, self.transport, self.timeout, self.priority, self._migrations)
 
     async def stop(self, request_id: str, *, key: str, kill: bool = False) -> None:
         """Stop (or kill) a generation by request id on whichever target runs it; NOT_FOUND if none does.

@@ -4,8 +4,9 @@ When the call of a resumable engine's generation breaks (its replica died, its c
 by keepalive, or a draining server handed it off with ``x-continue-elsewhere``), the client re-sends the same
 ``GenerateRequest`` (same request id) with ``resume_from`` set to the items it has received, on a new call: the
 channel's balancer picks a live replica. :class:`Migrations` is the client's policy and count;
-:class:`Resend` opens the new calls. ``RemoteStream`` (:mod:`.remote`) decides when, so that its consumer sees one
-stream with every item once.
+:class:`Resend` opens the calls, and :class:`Moves` decides, for one stream, when a new one continues it;
+``RemoteStream`` (:mod:`.remote`) reads whichever call is current, so that its consumer sees one stream with
+every item once.
 
 Example::
 
@@ -16,20 +17,24 @@ Example::
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
+from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
 from google.protobuf.message import Message
 
 from engine_runtime.generated.engine.v1 import engine_pb2 as pb
 from engine_runtime.server.errors import Code, EngineError
-from engine_runtime.server.protocol import CONTINUE_ELSEWHERE_KEY
+from engine_runtime.server.protocol import CONTINUE_ELSEWHERE_KEY, PUSHBACK_KEY, REQUEST_ID_KEY
 
 if TYPE_CHECKING:
+    from engine_runtime.server.context import Context
+
     from .transport import SessionCall, Transport
 
-__all__ = ["DEFAULT_MIGRATION_LIMIT", "PLACEMENTS", "Migrations", "Resend", "why_broken"]
+__all__ = ["DEFAULT_MIGRATION_LIMIT", "PLACEMENTS", "Migrations", "Moves", "Resend", "why_broken"]
 
 log = logging.getLogger("engine_runtime.client")
 
@@ -38,7 +43,6 @@ DEFAULT_MIGRATION_LIMIT = 3
 
 PLACEMENTS = 5
 """How many times a re-sent call refused before its generation started is sent again (with a backoff)."""
-RETRY_PUSHBACK_KEY = "grpc-retry-pushback-ms"
 # A started generation breaks with UNAVAILABLE: its replica died, was drained, or its connection was lost.
 _BREAK = Code.UNAVAILABLE
 # A re-sent call that failed before its generation started (nothing ran): refused by a draining or full
@@ -120,7 +124,7 @@ class Resend:
     extend it.
     """
 
-    __slots__ = ("_deadline", "_error_class", "_request", "_transport", "resume_base")
+    __slots__ = ("_deadline", "_error_class", "_metadata", "_request", "_transport", "resume_base")
 
     def __init__(
         self,
@@ -128,8 +132,10 @@ class Resend:
         request: pb.GenerateRequest,
         error_class: type[Message] | None,
         timeout: float | None,
+        metadata: Sequence[tuple[str, str]] = (),
     ) -> None:
         self._transport = transport
+        self._metadata = metadata  # the trace's `traceparent`: every call of the generation is in one trace
         self._request = request
         self._error_class = error_class
         self._deadline = None if timeout is None else time.monotonic() + timeout
@@ -143,9 +149,8 @@ class Resend:
     def call(self) -> SessionCall:
         """A new ``Session`` call; nothing is sent on it yet."""
         remaining = self.remaining()
-        return self._transport.session(
-            self._request.engine, self._error_class, None if remaining is None else max(remaining, 0.0)
-        )
+        timeout = None if remaining is None else max(remaining, 0.0)
+        return self._transport.session(self._request.engine, self._error_class, timeout, self._metadata)
 
     def start(self, received: int) -> bytes:
         """The serialized ``start`` of a call, for a consumer that has ``received`` items since the first call."""
@@ -153,3 +158,45 @@ class Resend:
         request.CopyFrom(self._request)
         request.resume_from = self.resume_base + received
         return pb.SessionRequest(start=request).SerializeToString()
+
+
+class Moves:
+    """The migrations of one stream: after a break, the call that continues it, within the client's policy."""
+
+    __slots__ = ("done", "migrations", "refused", "resend")
+
+    def __init__(self, resend: Resend, migrations: Migrations) -> None:
+        self.resend = resend
+        self.migrations = migrations
+        self.done = 0  # how many times the stream continued on a new call
+        self.refused = 0  # re-sent calls that failed in a row before their generation started
+
+    async def next_call(
+        self, error: EngineError, call: SessionCall, engine: str, context: Context, received: int
+    ) -> SessionCall | None:
+        """The new call (its ``start`` sent) that continues the generation after ``call`` failed with ``error``,
+        its consumer having ``received`` items since the first call; None when it may not continue."""
+        migrations, resend = self.migrations, self.resend
+        remaining = resend.remaining()
+        if not migrations.limit or (remaining is not None and remaining <= 0):
+            return None
+        has = resend.resume_base + received
+        if self.done and REQUEST_ID_KEY not in await call.initial_metadata():
+            # A re-sent call that failed before its generation started: nothing ran, place it again.
+            delay = migrations.retry_delay(error, self.refused, (await call.trailing_metadata()).get(PUSHBACK_KEY))
+            if delay is None:
+                return None
+            self.refused += 1
+            await asyncio.sleep(delay)
+        elif migrations.allows(error, self.done):
+            self.done += 1
+            self.refused = 0
+            why = why_broken(error, await call.trailing_metadata(), has)
+            migrations.record(engine, context.id, has, self.done, why)
+        else:
+            return None
+        if context.is_killed():
+            return None
+        new = resend.call()
+        await new.try_write(resend.start(received))  # if it fails, reading the call says how
+        return new

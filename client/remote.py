@@ -17,18 +17,18 @@ from google.protobuf import any_pb2
 from google.protobuf.message import DecodeError, Message
 
 from engine_runtime.generated.engine.v1 import engine_pb2 as pb
+from engine_runtime.server import tracing
 from engine_runtime.server.context import Context
 from engine_runtime.server.engine import AnyEngine, Engine, Req, Resp
 from engine_runtime.server.errors import DataLoss, EngineError, EngineFailed
 from engine_runtime.server.protocol import (
-    REQUEST_ID_KEY,
     STOP_KEY_KEY,
     TYPE_URL_PREFIX,
     check_request_type,
 )
 from engine_runtime.server.stream import FinishReason, ResponseStream
 
-from .migration import RETRY_PUSHBACK_KEY, Migrations, Resend, why_broken
+from .migration import Migrations, Moves, Resend
 from .types import TypeCatalog, descriptor_differs
 
 if TYPE_CHECKING:
@@ -43,12 +43,19 @@ class RemoteEngine(AnyEngine):
     """An engine served by a remote server, as :meth:`client.EngineClient.get` returns it.
 
     It is an :class:`~server.AnyEngine` like a local one: ``downcast`` it, ``generate`` with it, or register
-    it in another server's registry to serve it again. ``resumable`` is what the server reports; the streams of
-    a resumable engine continue on another replica when theirs breaks (``migrations``, the client's policy).
+    it in another server's registry to serve it again. Every generation it starts carries its ``priority``
+    (``GenerateRequest.priority``: where the call stands in the engine's queue on a busy server, higher first).
+    ``resumable`` is what the server reports; the streams of a resumable engine continue on another replica when
+    theirs breaks (``migrations``, the client's policy).
     """
 
     def __init__(
-        self, info: pb.EngineInfo, transport: Transport, timeout: float | None, migrations: Migrations | None = None
+        self,
+        info: pb.EngineInfo,
+        transport: Transport,
+        timeout: float | None,
+        priority: int = 0,
+        migrations: Migrations | None = None,
     ) -> None:
         super().__init__(
             info.name,
@@ -63,7 +70,18 @@ class RemoteEngine(AnyEngine):
         self.types = TypeCatalog(info.descriptors)
         self._transport = transport
         self._timeout = timeout
+        self.priority = priority
         self._migrations = migrations if migrations is not None else Migrations()
+
+    def with_priority(self, priority: int) -> RemoteEngine:
+        """The same remote engine, its generations queued at ``priority`` (higher first, then oldest; 0 default).
+
+        Example::
+
+            urgent = (await client.get("echo")).with_priority(10).downcast(EchoRequest, EchoResponse)
+            stream = await urgent.generate(EchoRequest(text="now"))
+        """
+        return RemoteEngine(self.info, self._transport, self._timeout, priority, self._migrations)
 
     def downcast(
         self, request: type[Req], response: type[Resp], error: type[Message] | None = None
@@ -84,17 +102,24 @@ class RemoteEngine(AnyEngine):
         context = context if context is not None else Context()
         response_class = self.types.message_class(self.response_type)
         error_class = self.types.message_class(self.error_type) if self.error_type else None
+        span = tracing.client_span(self.name, context.id) if tracing.SWITCH.on else None
         start = pb.GenerateRequest(
             engine=self.name,
             request=any_pb2.Any(type_url=TYPE_URL_PREFIX + received, value=request.SerializeToString()),
             request_id=context.id,
+            priority=self.priority,
             resume_from=context.resume_from,
         )
-        resend = Resend(self._transport, start, error_class, self._timeout)
+        resend = Resend(self._transport, start, error_class, self._timeout, span.headers if span else ())
         call = resend.call()
-        migrations = self._migrations if self.resumable else None
-        stream = RemoteStream(call, context, self.name, response_class, resend=resend, migrations=migrations)
-        await call.write(resend.start(0))
+        moves = Moves(resend, self._migrations) if self.resumable else None
+        stream = RemoteStream(call, context, self.name, response_class, span, moves=moves)
+        try:
+            await call.write(resend.start(0))
+        except EngineError as error:
+            if span is not None:
+                span.end(None, error)  # the call failed before it started: no stream will end the span
+            raise
         return stream
 
 
@@ -158,9 +183,9 @@ class RemoteStream(ResponseStream[Any]):
         context: Context,
         engine: str,
         response_class: type[Message],
+        span: tracing.ClientSpan | None = None,
         *,
-        resend: Resend | None = None,
-        migrations: Migrations | None = None,
+        moves: Moves | None = None,
     ) -> None:
         super().__init__(context)
         self._call = call
@@ -170,13 +195,13 @@ class RemoteStream(ResponseStream[Any]):
         self._finish: FinishReason | None = None
         self._ended = False
         self._error: EngineError | None = None
-        self._resend = resend
-        self._migrations = migrations
-        self._migrated = 0  # how many times this stream continued on a new call
-        self._refused = 0  # re-sent calls refused in a row before their generation started
+        self._moves = moves
         self._received = 0  # items received since the first call
         self._control = _CallControl(call)
         context.link_child(self._control)
+        self._span = span
+        if span is not None:
+            context.link_child(span.events)
 
     @property
     def finish_reason(self) -> FinishReason | None:
@@ -221,6 +246,8 @@ class RemoteStream(ResponseStream[Any]):
                 raise
             items = [self._decode(item) for item in reply.items]
             self._received += len(items)
+            if self._span is not None:
+                self._span.items += len(items)
             if reply.finish_reason:
                 self._finish = FinishReason(reply.finish_reason)
                 self._end()
@@ -239,33 +266,12 @@ class RemoteStream(ResponseStream[Any]):
 
     async def _migrate(self, error: EngineError) -> bool:
         """Continue the generation on a new call after ``error``, if it may; tell whether it did."""
-        migrations, resend = self._migrations, self._resend
-        if migrations is None or resend is None or not migrations.limit:
+        if self._moves is None:
             return False
-        remaining = resend.remaining()
-        if remaining is not None and remaining <= 0:
+        call = await self._moves.next_call(error, self._call, self._engine, self.context, self._received)
+        if call is None:
             return False
-        has = resend.resume_base + self._received
-        if self._migrated and REQUEST_ID_KEY not in await self._call.initial_metadata():
-            # A re-sent call that failed before its generation started: nothing ran, place it again.
-            pushback = (await self._call.trailing_metadata()).get(RETRY_PUSHBACK_KEY)
-            delay = migrations.retry_delay(error, self._refused, pushback)
-            if delay is None:
-                return False
-            self._refused += 1
-            await asyncio.sleep(delay)
-        elif migrations.allows(error, self._migrated):
-            self._migrated += 1
-            self._refused = 0
-            why = why_broken(error, await self._call.trailing_metadata(), has)
-            migrations.record(self._engine, self.context.id, has, self._migrated, why)
-        else:
-            return False
-        if self.context.is_killed():
-            return False
-        call = resend.call()
         self._call = call
-        await call.try_write(resend.start(self._received))  # if it fails, reading the call says how
         self._control.switch(call)
         return True
 
@@ -283,6 +289,8 @@ class RemoteStream(ResponseStream[Any]):
 
     def _end(self) -> list[Any]:
         self._ended = True
+        if self._span is not None:
+            self._span.end(self._finish.name.lower() if self._finish else None, self._error)
         self.context.mark_done()
         return []
 
@@ -295,3 +303,6 @@ class RemoteStream(ResponseStream[Any]):
         # A consumer that dropped its stream is gone: the remote generation must not run on for nobody.
         if not self._ended and not self._call.done():
             self._call.cancel()
+            if self._span is not None:
+                self._span.events.kill()
+                self._span.end(None, None)

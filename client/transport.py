@@ -100,11 +100,18 @@ class Transport:
             raise error_from_status(error.code(), error.details(), error.trailing_metadata(), None) from None
         return reply
 
-    def session(self, engine: str, error_class: type[Message] | None, timeout: float | None) -> SessionCall:
-        """Open a ``Session`` call on the next target; nothing is sent until :meth:`SessionCall.write`."""
+    def session(
+        self,
+        engine: str,
+        error_class: type[Message] | None,
+        timeout: float | None,
+        metadata: Sequence[tuple[str, str]] = (),
+    ) -> SessionCall:
+        """Open a ``Session`` call on the next target (with ``metadata`` besides the token's, e.g. ``traceparent``);
+        nothing is sent until :meth:`SessionCall.write`."""
         call: Any = self._next_channel().stream_stream(
             SESSION, request_serializer=None, response_deserializer=pb.GenerateResponse.FromString
-        )(timeout=timeout, metadata=self.metadata or None)
+        )(timeout=timeout, metadata=(*self.metadata, *metadata) or None)
         return SessionCall(call, engine, error_class)
 
     async def close(self) -> None:

@@ -24,6 +24,7 @@ import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
+from . import tracing
 from .budget import DEFAULT_MAX_OUTPUT_BYTES
 from .health import EngineHealthChecks
 from .health_service import HealthService
@@ -57,6 +58,8 @@ class ServerConfig:
     max_message_bytes: int = 4 * 1024 * 1024
     max_concurrency: int = 0
     max_engine_concurrency: int = 0
+    max_queue: int = 0  # per engine with a concurrency limit; 0: refuse at the limit
+    queue_timeout: float = 0.0  # 0: a queued call waits as long as its deadline allows
     drain_timeout: float = 30.0
     stop_timeout: float = 10.0
     kill_timeout: float = DEFAULT_KILL_TIMEOUT
@@ -87,7 +90,13 @@ class EngineServer:
     def __init__(self, registry: EngineRegistry, config: ServerConfig | None = None) -> None:
         self.registry = registry
         self.config = config = config if config is not None else ServerConfig()
-        self.inflight = InFlight(config.max_concurrency, config.max_engine_concurrency)
+        self.inflight = InFlight(
+            config.max_concurrency,
+            config.max_engine_concurrency,
+            max_queue=config.max_queue,
+            queue_timeout=config.queue_timeout,
+            engine_limits={e.name: e.max_concurrency for e in registry if e.max_concurrency is not None},
+        )
         self.service = EngineService(
             registry,
             inflight=self.inflight,
@@ -99,6 +108,8 @@ class EngineServer:
         self.metrics = ServerMetrics() if config.metrics_port is not None else None
         if self.metrics is not None:
             self.metrics.attach(self.service)
+        if tracing.SWITCH.on:  # decided at start (engine-server's environment, or tracing.enable())
+            tracing.ServerTracing().attach(self.service)
         self.metrics_url: str | None = None
         self._metrics_endpoint: MetricsEndpoint | None = None
         self.engine_health = EngineHealthChecks(

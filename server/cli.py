@@ -90,7 +90,9 @@ def _count(name: str, default: int, minimum: int, help: str) -> Callable[[F], F]
     help="File holding a token every call but health must carry as `authorization: Bearer <token>`.",
 )
 @_count("--max-concurrency", 0, 0, "Generations in flight; 0: no limit.")
-@_count("--max-engine-concurrency", 0, 0, "Generations in flight per engine; 0: no limit.")
+@_count("--max-engine-concurrency", 0, 0, "Generations in flight per engine; 0: no limit (max_concurrency= wins).")
+@_count("--max-queue", 0, 0, "Calls that wait per engine at its concurrency limit; 0: refuse them at once.")
+@_seconds("--queue-timeout", 0.0, 0, "Seconds a call may wait in an engine's queue; 0: as long as its deadline allows.")
 @_count("--max-message-bytes", 4 * 1024 * 1024, 1024, "Largest message sent or received.")
 @_count("--max-output-bytes", DEFAULT_MAX_OUTPUT_BYTES, 1, "Bytes of large items held for slow readers at once.")
 @_seconds("--drain-timeout", 30.0, 0, "Seconds streams may run on after SIGTERM.")
@@ -169,6 +171,8 @@ def _server_config(options: dict[str, Any]) -> ServerConfig:
         max_message_bytes=options["max_message_bytes"],
         max_concurrency=options["max_concurrency"],
         max_engine_concurrency=options["max_engine_concurrency"],
+        max_queue=options["max_queue"],
+        queue_timeout=options["queue_timeout"],
         drain_timeout=options["drain_timeout"],
         stop_timeout=options["stop_timeout"],
         kill_timeout=options["kill_timeout"],

@@ -138,6 +138,7 @@ class LocalEngine(AnyEngine):
         description: str = "",
         health_request: Message | None = None,
         resumable: bool = False,
+        max_concurrency: int | None = None,
     ) -> None:
         super().__init__(
             name,
@@ -152,6 +153,10 @@ class LocalEngine(AnyEngine):
         self.response_class = response
         self.error_class = error
         self.health_request = health_request
+        if max_concurrency is not None and (not isinstance(max_concurrency, int) or max_concurrency < 0):
+            raise ValueError(f"engine {name!r}: max_concurrency must be a whole number >= 0, got {max_concurrency!r}")
+        self.max_concurrency = max_concurrency
+        """Generations a server runs at once (0: no limit; None: ``--max-engine-concurrency`` decides)."""
         self._fn = fn
         self.check_response = _response_check(name, response)
         """Raise :class:`EngineFailed` unless the argument is of the engine's response type."""

@@ -14,8 +14,9 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:
     from .errors import Code, EngineError
     from .inflight import Generation
+    from .outcome import Cause
 
-__all__ = ["JsonFormatter", "RefusalLog", "configure_logging", "log_request"]
+__all__ = ["JsonFormatter", "RefusalLog", "configure_logging", "log_dequeued", "log_request"]
 
 # Attributes every LogRecord has; anything else was passed with `extra=` and becomes a field.
 _STANDARD = set(vars(logging.LogRecord("", 0, "", 0, "", None, None))) | {"message", "asctime", "taskName"}
@@ -111,6 +112,26 @@ def log_request(generation: Generation, code: Code) -> None:
             "duration_ms": round((ended - generation.started) * 1000, 3),
             # Only on a resumed generation: its items continue from there.
             **({"resume_from": ctx.resume_from} if ctx.resume_from else {}),
+        },
+    )
+
+
+def log_dequeued(generation: Generation, cause: Cause | None) -> None:
+    """The line of a call that waited in its engine's queue, when it leaves it: the time waited, and why it left
+    (``admitted``: it got a slot; else the cause that took it out, as in the request line)."""
+    left = cause.value if cause is not None else "admitted"
+    waited_ms = round((generation.waited or 0.0) * 1000, 3)
+    logging.getLogger("engine_runtime.requests").info(
+        "request %s waited %.1f ms in the queue: %s",
+        generation.id,
+        waited_ms,
+        left,
+        extra={
+            "engine": generation.engine,
+            "request_id": generation.id,
+            "priority": generation.priority,
+            "queued_ms": waited_ms,
+            "left": left,
         },
     )
 

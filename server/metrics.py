@@ -19,6 +19,9 @@ metric                                         type       extra labels   what
 ``engine_requests_refused_total``              counter    ``code``       calls refused before a generation started
 ``engine_zombie_tasks``                        gauge                     engine tasks that ignored a kill, still running
 ``engine_event_loop_stall_seconds``            histogram                 event-loop stalls, by the engine running then
+``engine_queue_depth``                         gauge                     calls waiting in the engine's queue now
+``engine_queue_wait_seconds``                  histogram                 time a call spent in the queue, however it left
+``engine_queue_exits_total``                   counter    ``cause``      calls that left the queue: ``admitted`` or why
 =============================================  =========  =============  ===========================================
 
 A server owns its own :class:`~prometheus_client.CollectorRegistry` (with the process, platform and GC
@@ -45,7 +48,7 @@ from prometheus_client.process_collector import ProcessCollector
 
 from .errors import Code, EngineError
 from .inflight import Generation
-from .outcome import How
+from .outcome import Cause, How
 from .zombies import ZOMBIES
 
 if TYPE_CHECKING:
@@ -60,6 +63,8 @@ log = logging.getLogger("engine_runtime.server")
 # Milliseconds (a unary engine on loopback) to a minute (a model that loads before its first token).
 TTFR_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0)
 STALL_BUCKETS = (0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
+# A millisecond (a slot that frees at once) to ten minutes (a long queue in front of slow generations).
+QUEUE_BUCKETS = (0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 300.0, 600.0)
 # Milliseconds to half an hour: streams can be long-lived.
 DURATION_BUCKETS = (
     0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0, 600.0, 1800.0,
@@ -122,7 +127,30 @@ class ServerMetrics:
             registry=registry,
             buckets=STALL_BUCKETS,
         )
+        self._define_queue_metrics(registry)
         self._series: dict[str, _Series] = {}
+
+    def _define_queue_metrics(self, registry: CollectorRegistry | None) -> None:
+        self.queue_depth = Gauge(
+            "engine_queue_depth",
+            "Calls waiting in the engine's queue for a concurrency slot now.",
+            ["engine"],
+            registry=registry,
+            multiprocess_mode="livesum",
+        )
+        self.queue_wait = Histogram(
+            "engine_queue_wait_seconds",
+            "Seconds a call waited in the engine's queue, however it left it.",
+            ["engine"],
+            registry=registry,
+            buckets=QUEUE_BUCKETS,
+        )
+        self.queue_exits = Counter(
+            "engine_queue_exits",
+            'Calls that left the engine\'s queue, by cause: "admitted" (it got a slot) or what took it out.',
+            ["engine", "cause"],
+            registry=registry,
+        )
 
     def _define_generation_metrics(self, registry: CollectorRegistry | None) -> None:
         labels = ["engine"]
@@ -169,8 +197,11 @@ class ServerMetrics:
         """Count every generation ``service`` runs, and show each of its engines at zero before any traffic."""
         for name in service.registry.names():
             self._engine(name)
+            self.queue_depth.labels(name)
         service.on_started(self.started)
         service.on_finished(self.finished)
+        service.inflight.admission.on_queued(self.queued)
+        service.inflight.admission.on_left(self.left_queue)
         service.on_refused(self.refused_call)
         ZOMBIES.on_change(lambda engine, delta: self.zombies.labels(engine).inc(delta))
 
@@ -190,10 +221,21 @@ class ServerMetrics:
         """The ``on_started`` hook: one more generation in flight."""
         self._engine(generation.engine).in_flight.inc()
 
+    def queued(self, generation: Generation) -> None:
+        """The queue's ``on_queued`` hook: one more call waiting."""
+        self.queue_depth.labels(generation.engine).inc()
+
+    def left_queue(self, generation: Generation, cause: Cause | None) -> None:
+        """The queue's ``on_left`` hook: a call left the queue, admitted (``cause`` None) or taken out."""
+        self.queue_depth.labels(generation.engine).dec()
+        self.queue_wait.labels(generation.engine).observe(generation.waited or 0.0)
+        self.queue_exits.labels(generation.engine, cause.value if cause is not None else "admitted").inc()
+
     def finished(self, generation: Generation, code: Code) -> None:
         """The ``on_finished`` hook: record how ``generation`` ended, from its ending and the totals it carries."""
         series = self._engine(generation.engine)
-        series.in_flight.dec()
+        if generation.admitted_at is not None:  # a queued call that never ran was never counted in flight
+            series.in_flight.dec()
         if generation.first_item_at is not None:
             series.ttfr.observe(generation.first_item_at - generation.started)
         ended = generation.ended if generation.ended is not None else time.monotonic()
@@ -204,7 +246,7 @@ class ServerMetrics:
         ending = generation.ending
         if ending is not None and ending.how is How.MIGRATED:
             self.handoffs.labels(generation.engine).inc()
-        elif ending is not None and ending.cause is not None:
+        elif ending is not None and ending.cause is not None and ending.how is not How.EXPIRED:
             # Counted once, by how it ended: a generation stopped and then killed is a kill.
             counter = self.kills if ending.how is How.KILLED else self.stops
             counter.labels(generation.engine, ending.cause.value).inc()

@@ -10,6 +10,7 @@ status the client gets; the log line and the metrics read the same value, so the
     Ending(How.KILLED, Cause.STOP_REQUEST)   -> ABORTED "generation 'r1' was killed by a stop request"
     Ending(How.STOPPED, Cause.STOP_REQUEST)  -> OK, finish reason STOPPED
     Ending(How.FAILED, None, EngineError(FAILED_PRECONDITION, ...))  -> that error
+    Ending(How.EXPIRED, Cause.QUEUE_TIMEOUT, ResourceExhausted("waited 2.000s ..."))  -> that error
 """
 
 from __future__ import annotations
@@ -30,6 +31,7 @@ class Cause(enum.Enum):
     STOP_REQUEST = "stop_request"  # `Stop` or the session's in-band control
     DRAIN = "drain"  # the server is shutting down
     ENGINE = "engine"  # the engine killed its own context
+    QUEUE_TIMEOUT = "queue_timeout"  # it waited in its engine's queue past --queue-timeout
 
 
 class How(enum.Enum):
@@ -40,6 +42,7 @@ class How(enum.Enum):
     FAILED = "failed"  # the engine raised, or yielded a value of the wrong type
     KILLED = "killed"  # killed before it returned; the cause says by whom
     MIGRATED = "migrated"  # a resumable generation the drain ended, for its client to continue elsewhere
+    EXPIRED = "expired"  # waited in the queue past --queue-timeout or its deadline; its engine never started
 
 
 # The status of a kill, by cause, when the client is still there to be told.

@@ -4,7 +4,8 @@ Everything the two sides must agree on and that the generated code does not alre
 
 - the service's name and method paths;
 - the type-URL prefix of every ``google.protobuf.Any`` and the request-type check;
-- the metadata keys (``x-request-id``, ``x-stop-key``, ``x-continue-elsewhere``, the rich-status trailer);
+- the metadata keys (``x-request-id``, ``x-stop-key``, ``x-continue-elsewhere``, the rich-status trailer, the
+  retry pushback);
 - status codes and :class:`~.errors.EngineError` subclasses, in both directions (:func:`error_for` and each
   subclass's ``default_code``), and the rich status (``google.rpc.Status``) that carries an error's ``detail``.
 
@@ -33,6 +34,7 @@ __all__ = [
     "GENERATE",
     "LIST_ENGINES",
     "MAX_ECHO",
+    "PUSHBACK_KEY",
     "REQUEST_ID_KEY",
     "SERVICE_NAME",
     "SESSION",
@@ -63,6 +65,8 @@ STOP_KEY_KEY = "x-stop-key"
 CONTINUE_ELSEWHERE_KEY = "x-continue-elsewhere"
 """Trailing metadata of a resumable generation the drain handed off (status UNAVAILABLE): how many items of the
 generation the client has (decimal). Re-send the same request with that ``resume_from`` to another replica."""
+PUSHBACK_KEY = "grpc-retry-pushback-ms"
+"""Trailing metadata (gRFC A6) of a call that ended before its engine ran: milliseconds to wait before a retry."""
 STATUS_DETAILS_KEY = "grpc-status-details-bin"
 """Trailing metadata: a serialized ``google.rpc.Status`` whose details hold the engine's typed error."""
 

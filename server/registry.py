@@ -47,6 +47,7 @@ class EngineRegistry:
         description: str | None = None,
         health_request: Message | None = None,
         resumable: bool = False,
+        max_concurrency: int | None = None,
     ) -> Callable[[F], F]:
         """Register the decorated async generator (or unary coroutine) function under ``name``.
 
@@ -54,6 +55,7 @@ class EngineRegistry:
         is a request the server runs now and then while the engine is idle to tell whether it is healthy.
         ``resumable=True`` is the engine's promise that the same request with ``ctx.resume_from = N`` continues
         after the first N items, so a broken stream can continue on another replica (docs/scaling.md).
+        ``max_concurrency`` is as for :meth:`register`.
         """
 
         def decorate(fn: F) -> F:
@@ -66,6 +68,7 @@ class EngineRegistry:
                 description=description,
                 health_request=health_request,
                 resumable=resumable,
+                max_concurrency=max_concurrency,
             )
             return fn
 
@@ -82,13 +85,17 @@ class EngineRegistry:
         description: str | None = None,
         health_request: Message | None = None,
         resumable: bool | None = None,
+        max_concurrency: int | None = None,
     ) -> LocalEngine:
         """Register ``engine`` under ``name`` and return it type-erased.
 
         ``engine`` is an async generator function ``(request, ctx)``, a coroutine function returning one
         response, an object whose ``generate`` is either, or a typed :class:`Engine` (a remote one, say),
-        whose types are then the defaults for ``request``/``response`` and whose ``resumable`` is the default
-        for ``resumable`` (else False; see :meth:`engine`).
+        whose types, description and ``resumable`` (see :meth:`engine`; else False) are then the defaults.
+
+        ``max_concurrency`` is how many generations of this engine a server runs at once (calls beyond it wait
+        in the engine's queue, up to ``--max-queue``); it wins over ``--max-engine-concurrency`` for this engine.
+        0 means no limit; None (the default) leaves it to ``--max-engine-concurrency``.
 
         Example::
 
@@ -101,10 +108,7 @@ class EngineRegistry:
         if isinstance(engine, Engine):
             request = request or engine.request_class
             response = response or engine.response_class
-        if isinstance(engine, AnyEngine | Engine):
-            erased = engine.erased if isinstance(engine, Engine) else engine
-            description = description if description is not None else erased.description
-            resumable = erased.resumable if resumable is None else resumable
+        description, resumable = _inherited(engine, description, resumable)
         if request is None or response is None:
             raise TypeError(f"engine {name!r} needs its request= and response= message classes")
         for role, cls in (("request", request), ("response", response), ("error", error)):
@@ -126,6 +130,7 @@ class EngineRegistry:
             description=description,
             health_request=health_request,
             resumable=bool(resumable),
+            max_concurrency=max_concurrency,
         )
         self._engines[name] = local
         return local
@@ -161,3 +166,12 @@ class EngineRegistry:
 
     def __len__(self) -> int:
         return len(self._engines)
+
+
+def _inherited(engine: Any, description: str | None, resumable: bool | None) -> tuple[str | None, bool | None]:
+    """The description and ``resumable`` of an engine registered from another engine, unless given."""
+    if isinstance(engine, AnyEngine | Engine):
+        erased = engine.erased if isinstance(engine, Engine) else engine
+        description = description if description is not None else erased.description
+        resumable = erased.resumable if resumable is None else resumable
+    return description, resumable

@@ -19,8 +19,9 @@ import signal
 from collections.abc import Callable, Coroutine, Iterable
 from typing import Any, Literal, Protocol
 
+from . import tracing
 from .app import EngineServer, ServerConfig, StartupError
-from .logs import RefusalLog, flush_logs, log_request
+from .logs import RefusalLog, flush_logs, log_dequeued, log_request
 from .metrics import ServerMetrics
 from .registry import EngineRegistry
 from .threads import busy_engine_threads
@@ -128,8 +129,13 @@ async def _serve(
     control: Control | None,
     multiprocess_metrics: bool,
 ) -> int:
+    try:
+        tracing.configure_from_environment()
+    except tracing.TracingError as error:
+        raise StartupError(str(error)) from None
     server = EngineServer(registry, config)
     server.service.on_finished(log_request)
+    server.inflight.admission.on_left(log_dequeued)
     server.service.on_refused(RefusalLog())
     if multiprocess_metrics:
         ServerMetrics(multiprocess=True).attach(server.service)
@@ -145,6 +151,8 @@ async def _serve(
     if control is not None:
         control.open(server, stopper.act)
     await server.wait_closed()
+    if tracing.SWITCH.on:
+        await asyncio.to_thread(tracing.shutdown)  # the spans still buffered, before the process may exit
     return await _end(stopper, control)
 
 

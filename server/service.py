@@ -1,7 +1,8 @@
 """The gRPC servicer of `engine.v1.EngineService`: the only server module that serves calls with grpc.aio.
 
-Each call runs as request -> parse -> registry lookup and type check -> engine (a pump task) -> coalescing
-writer -> wire. The handlers are write-style coroutines over raw bytes:
+Each call runs as request -> parse -> registry lookup and type check -> admission (a slot, or a wait in the
+engine's queue: :mod:`.admission`) -> engine (a pump task) -> coalescing writer -> wire. The handlers are
+write-style coroutines over raw bytes:
 
 - raw bytes in, so that a request that does not parse is answered INVALID_ARGUMENT naming what failed (grpc's
   own deserializer would answer UNKNOWN);
@@ -27,14 +28,17 @@ import grpc
 
 from engine_runtime.generated.engine.v1 import engine_pb2 as pb
 
+from .admission import PUSHBACK_CODES, PUSHBACK_MS, Place, QueueFull
 from .budget import DEFAULT_MAX_OUTPUT_BYTES, OutputBudget
 from .context import Context, validate_request_id
 from .descriptors import engine_info
+from .engine import LocalEngine
 from .errors import Code, EngineError, EngineFailed, EngineNotFound, InvalidRequest, Unavailable
 from .inflight import Generation, InFlight
 from .outcome import Cause, Ending, How, status_of
 from .protocol import (
     CONTINUE_ELSEWHERE_KEY,
+    PUSHBACK_KEY,
     SERVICE_NAME,
     STATUS_DETAILS_KEY,
     check_request_type,
@@ -44,7 +48,7 @@ from .protocol import (
 from .pump import DEFAULT_KILL_TIMEOUT, DEFAULT_MAX_BATCH_BYTES, DEFAULT_MAX_BATCH_ITEMS, LocalStream
 from .registry import EngineRegistry
 from .wire import item_encoder, parse
-from .writer import write_generation
+from .writer import initial_metadata, write_generation, write_unstarted
 
 __all__ = ["EngineService"]
 
@@ -56,6 +60,8 @@ DEADLINE_SLACK = 0.005
 ServicerContext = grpc.aio.ServicerContext[Any, Any]
 Finished = Callable[[Generation, Code], None]
 Refused = Callable[[str, EngineError], None]
+Called = Callable[[tuple[tuple[str, str | bytes], ...], pb.GenerateRequest], None]
+Admitted = tuple[Generation, LocalEngine, Any, Place | None]  # its place in the queue, or None: it runs now
 
 
 class EngineService:
@@ -83,21 +89,26 @@ class EngineService:
         self.kill_timeout = kill_timeout
         self.inflight = inflight if inflight is not None else InFlight()
         self.draining = False
-        # Leave room for the message's own framing under grpc's size limit.
-        self._max_batch_bytes = max(1, min(DEFAULT_MAX_BATCH_BYTES, max_message_bytes // 2))
         self._max_message_bytes = max_message_bytes
-        self._max_batch_items = max_batch_items
+        # What each engine's pump gets; the batch leaves room for the message's framing under grpc's size limit.
+        max_batch_bytes = max(1, min(DEFAULT_MAX_BATCH_BYTES, max_message_bytes // 2))
+        self._pump: dict[str, Any] = {"max_items": max_batch_items, "max_bytes": max_batch_bytes}
+        self._pump.update(kill_timeout=kill_timeout, budget=self.output)
         self._encoders = {
             engine.name: item_encoder(engine.response_class, engine.check_response) for engine in registry
         }
         self._listing = {engine.name: engine_info(engine) for engine in registry}
         self._finished: list[Finished] = []
-        self._started: list[Callable[[Generation], None]] = []
         self._refused: list[Refused] = []
+        self._called: list[Called] = []
+
+    def on_call(self, callback: Called) -> None:
+        """Call ``callback(metadata, request)`` in a call's task before its engine starts (which inherits it)."""
+        self._called.append(callback)
 
     def on_started(self, callback: Callable[[Generation], None]) -> None:
-        """Call ``callback(generation)`` when a generation is admitted (for metrics)."""
-        self._started.append(callback)
+        """Call ``callback(generation)`` when a generation takes a slot and its engine starts (for metrics)."""
+        self.inflight.admission.on_admitted(callback)
 
     def on_refused(self, callback: Refused) -> None:
         """Call ``callback(engine, error)`` for a Generate/Session call refused before its generation started.
@@ -107,7 +118,7 @@ class EngineService:
         self._refused.append(callback)
 
     def on_finished(self, callback: Finished) -> None:
-        """Call ``callback(generation, code)`` once for every generation; ``generation.ending`` says how it ended."""
+        """Call ``callback(generation, code)`` once for every generation, queued ones too; ``ending`` says how."""
         self._finished.append(callback)
 
     def handler(self) -> grpc.GenericRpcHandler:
@@ -128,11 +139,12 @@ class EngineService:
         request = None
         try:
             request = parse(pb.GenerateRequest, raw, "the GenerateRequest")
-            generation, stream = await self._start(request)
+            self._call(context, request)
+            admitted = self._admit(request)
         except EngineError as error:
             self._refuse(context, request, error)
             return
-        await self._serve(generation, stream, context)
+        await self._serve(admitted, context)
 
     async def session(self, requests: AsyncIterator[bytes], context: ServicerContext) -> None:
         message = None
@@ -143,14 +155,15 @@ class EngineService:
             message = parse(pb.SessionRequest, first, "the first SessionRequest")
             if message.WhichOneof("kind") != "start":
                 raise InvalidRequest("the first SessionRequest must be `start` (a GenerateRequest)")
-            generation, stream = await self._start(message.start)
+            self._call(context, message.start)
+            admitted = self._admit(message.start)
         except EngineError as error:
             self._refuse(context, message.start if message is not None else None, error)
             return
         bad_control: list[EngineError] = []
-        control = asyncio.create_task(self._control(requests, generation, bad_control))
+        control = asyncio.create_task(self._control(requests, admitted[0], bad_control))
         try:
-            await self._serve(generation, stream, context)
+            await self._serve(admitted, context)
         finally:
             control.cancel()
         if bad_control:
@@ -174,16 +187,20 @@ class EngineService:
                 generation.kill(Cause.STOP_REQUEST)
                 return
 
+    def _call(self, context: ServicerContext, request: pb.GenerateRequest) -> None:
+        for callback in self._called:  # tracing: no callback, no metadata read
+            callback(tuple(context.invocation_metadata() or ()), request)
+
     def _refuse(self, context: ServicerContext, request: pb.GenerateRequest | None, error: EngineError) -> None:
         """Answer a call refused before its generation started, and tell the `on_refused` callbacks."""
-        _set_status(context, error)
+        _set_status(context, error, isinstance(error, QueueFull))
         # Only a served engine's name is reported: a client-chosen name would make unbounded metric labels.
         engine = request.engine if request is not None and request.engine in self.registry else ""
         for callback in self._refused:
             callback(engine, error)
 
-    async def _start(self, request: pb.GenerateRequest) -> tuple[Generation, LocalStream[bytes]]:
-        """Admit a generation and start its engine, or raise the EngineError that refuses it."""
+    def _admit(self, request: pb.GenerateRequest) -> Admitted:
+        """The call's generation, admitted (a slot, or a place in the queue); or raise the error refusing it."""
         if self.draining:
             raise Unavailable("the server is draining and accepts no new generations")
         engine = self.registry.get(request.engine)
@@ -195,29 +212,29 @@ class EngineService:
             if problem is not None:
                 raise InvalidRequest(problem)
         context = Context(request.request_id or None, resume_from=request.resume_from)
-        generation = Generation(context, engine.name, resumable=engine.resumable)
-        self.inflight.add(generation)
-        try:
-            stream = await engine.generate(
-                payload,
-                generation.context,
-                encode=self._encoders[engine.name],
-                max_items=self._max_batch_items,
-                max_bytes=self._max_batch_bytes,
-                kill_timeout=self.kill_timeout,
-                budget=self.output,
-            )
-        except BaseException:
-            self.inflight.remove(generation)
-            raise
-        # Only now: a generation reported as started is always reported as finished too.
-        for callback in self._started:
-            callback(generation)
-        return generation, stream
+        generation = Generation(context, engine.name, request.priority, resumable=engine.resumable)
+        return generation, engine, payload, self.inflight.add(generation)
 
-    async def _serve(self, generation: Generation, stream: LocalStream[bytes], context: ServicerContext) -> None:
+    async def _start(self, admitted: Admitted) -> LocalStream[bytes]:
+        generation, engine, payload, _ = admitted
+        return await engine.generate(payload, generation.context, encode=self._encoders[engine.name], **self._pump)
+
+    async def _serve(self, admitted: Admitted, context: ServicerContext) -> None:
         """Run one generation to its end, and end it: one :class:`Ending`, one status, one report."""
+        generation, place = admitted[0], admitted[3]
+        stream: LocalStream[bytes] | None = None
         try:
+            if place is None:  # admitted at once: the engine gets going while the initial metadata is sent
+                stream = await self._start(admitted)
+            # At once, even for a call that waits: its client learns the id and stop key, and can Stop it there.
+            await context.send_initial_metadata(initial_metadata(generation))
+            if place is not None:
+                ending = await self.inflight.admission.wait(place, context.time_remaining())
+                if ending is not None:  # it left the queue without running
+                    generation.end(await write_unstarted(generation, context, ending))
+                    return
+                stream = await self._start(admitted)
+            assert stream is not None  # started above, at once or after the queue
             generation.end(await write_generation(generation, stream, context, self._max_message_bytes))
         except asyncio.CancelledError:
             # The client cancelled, went away, or its deadline passed: grpc cancels this handler's task.
@@ -228,7 +245,7 @@ class EngineService:
             remaining = context.time_remaining()
             # grpc may cancel a moment before the deadline by the server's clock: within a few ms, it is the deadline.
             cause = Cause.DEADLINE if remaining is not None and remaining < DEADLINE_SLACK else Cause.CLIENT_CANCEL
-            generation.kill(cause)
+            generation.kill(cause)  # a queued generation leaves the queue here, at once
             generation.end(Ending(How.KILLED, cause))
             raise
         finally:
@@ -242,14 +259,16 @@ class EngineService:
             assert ending is not None
             error = status_of(ending, generation.id)
             if error is not None:
-                # A hand-off says where the client's copy of the stream stands: the resume_from to send next.
+                # A call whose engine never ran carries a retry pushback (committed, so grpc itself will not retry);
+                # a hand-off says where the client's copy of the stream stands: the resume_from to send next.
                 handed_off = ((CONTINUE_ELSEWHERE_KEY, str(generation.position)),) if ending.how is How.MIGRATED else ()
-                _set_status(context, error, handed_off)
+                _set_status(context, error, generation.admitted_at is None, handed_off)
             if self._finished:
                 # After this handler has wound down: a kill's cancellation and the final status go out first,
                 # the bookkeeping (log line, metrics) after, yet before anyone waiting for an empty table.
                 asyncio.get_running_loop().call_soon(self._report, generation, ending.code)
-            stream.release_budget()  # whatever the call did not get to write
+            if stream is not None:
+                stream.release_budget()  # whatever the call did not get to write
             self.inflight.remove(generation)
 
     def _report(self, generation: Generation, code: Code) -> None:
@@ -291,12 +310,19 @@ class EngineService:
         return pb.ListEnginesResponse(engines=infos).SerializeToString()
 
 
-def _set_status(context: ServicerContext, error: EngineError, trailing: tuple[tuple[str, str], ...] = ()) -> None:
+def _set_status(
+    context: ServicerContext, error: EngineError, pushback: bool = False, extra: tuple[tuple[str, str], ...] = ()
+) -> None:
+    """Set the call's status; ``pushback``: nothing ran, so ``grpc-retry-pushback-ms`` may go with it; ``extra``:
+    more trailing metadata."""
     context.set_code(grpc.StatusCode[error.code.name])
     context.set_details(error.message)
-    details = status_trailer(error)
-    metadata: tuple[tuple[str, str | bytes], ...] = (
-        trailing if details is None else ((STATUS_DETAILS_KEY, details), *trailing)
-    )
-    if metadata:
-        context.set_trailing_metadata(metadata)
+    trailing: list[tuple[str, str | bytes]] = []
+    trailer = status_trailer(error)
+    if trailer is not None:
+        trailing.append((STATUS_DETAILS_KEY, trailer))
+    if pushback and error.code in PUSHBACK_CODES:
+        trailing.append((PUSHBACK_KEY, str(PUSHBACK_MS)))
+    trailing.extend(extra)
+    if trailing:
+        context.set_trailing_metadata(tuple(trailing))

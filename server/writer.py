@@ -24,7 +24,7 @@ from .pump import LocalStream
 from .stream import FinishReason
 from .wire import encode_response
 
-__all__ = ["Call", "split_messages", "write_generation"]
+__all__ = ["Call", "initial_metadata", "split_messages", "write_generation", "write_unstarted"]
 
 # Room for the finish reason (field 2, a varint) after the items.
 _REASON_ROOM = 8
@@ -37,16 +37,31 @@ class Call(Protocol):
     async def write(self, message: bytes, /) -> None: ...
 
 
+def initial_metadata(generation: Generation) -> tuple[tuple[str, str], ...]:
+    """The initial metadata of every generation's call, sent at once (before it waits in a queue): the one place
+    it is built."""
+    return ((REQUEST_ID_KEY, generation.id), (STOP_KEY_KEY, generation.stop_key))
+
+
+async def write_unstarted(generation: Generation, call: Call, ending: Ending) -> Ending:
+    """The end of a generation whose engine never started (it left the queue): a graceful stop writes one message,
+    no items, STOPPED; any other ending is a status alone."""
+    if ending.how is not How.STOPPED:
+        return ending
+    gone = await _write(generation, call, encode_response([], FinishReason.STOPPED), 0, ending)
+    return gone if gone is not None else ending
+
+
 async def write_generation(generation: Generation, stream: LocalStream[bytes], call: Call, limit: int) -> Ending:
     """Write the stream's batches as they come, each message at most ``limit`` bytes; return how it ended.
 
     Large items came through the server's output budget (:mod:`.budget`); a batch's share goes back once written.
+    The call's initial metadata (:func:`initial_metadata`) was sent already.
 
     A cancellation of the calling task (the client went away) propagates; if it arrives while the final message
     is being written, :attr:`Generation.finishing` already holds the ending that message announced.
     """
     try:
-        await call.send_initial_metadata(((REQUEST_ID_KEY, generation.id), (STOP_KEY_KEY, generation.stop_key)))
         while True:
             batch = await stream.next_batch()
             reason = stream.finish_reason

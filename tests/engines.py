@@ -14,6 +14,7 @@ from collections.abc import AsyncIterator
 
 import grpc
 
+from engine_runtime.client import EngineClient
 from engine_runtime.generated.examples.v1.examples_pb2 import (
     CountError,
     CountRequest,
@@ -67,6 +68,30 @@ async def probe(request: CountRequest, ctx: Context) -> AsyncIterator[CountRespo
         record.killed_in_finally = ctx.is_killed()
         record.ended_at = time.monotonic()
         record.ended.set()
+
+
+@registry.engine("relay", request=CountRequest, response=CountResponse)
+async def relay(request: CountRequest, ctx: Context) -> AsyncIterator[CountResponse]:
+    """`probe` on the server at $RELAY_UPSTREAM, in a linked child context: a hop, as an engine makes one."""
+    async with EngineClient(os.environ["RELAY_UPSTREAM"]) as client:
+        upstream = (await client.get("probe")).downcast(CountRequest, CountResponse)
+        assert upstream is not None
+        async for item in await upstream.generate(request, ctx.child()):
+            yield item
+
+
+# The probe behind a concurrency limit of one: its calls queue (with --max-queue), and PROBES, in insertion order,
+# is the order in which their engines started.
+registry.register(
+    "single", probe, request=CountRequest, response=CountResponse, max_concurrency=1, description="probe, one at a time"
+)
+
+
+@registry.engine("probes_started", request=EchoRequest, response=EchoResponse)
+async def probes_started(request: EchoRequest, ctx: Context) -> EchoResponse:
+    """Of the probe request ids in `text` (space-separated), those whose engine started, in the order they did."""
+    wanted = set(request.text.split())
+    return EchoResponse(text=" ".join(request_id for request_id in PROBES if request_id in wanted))
 
 
 @registry.engine("probe_report", request=EchoRequest, response=EchoResponse)

@@ -25,8 +25,8 @@ def pack(message: Message) -> any_pb2.Any:
     return packed
 
 
-def generate_request(engine: str, message: Message, request_id: str = "") -> pb.GenerateRequest:
-    return pb.GenerateRequest(engine=engine, request=pack(message), request_id=request_id)
+def generate_request(engine: str, message: Message, request_id: str = "", priority: int = 0) -> pb.GenerateRequest:
+    return pb.GenerateRequest(engine=engine, request=pack(message), request_id=request_id, priority=priority)
 
 
 @dataclass

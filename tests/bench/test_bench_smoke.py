@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any
 
 ROOT = Path(__file__).resolve().parents[2]
-FIGURES = {"throughput", "first_response", "paced", "concurrent", "cancel", "memory", "workers"}
+FIGURES = {"throughput", "first_response", "paced", "concurrent", "cancel", "memory", "workers", "admission"}
 
 
 def _is_number(value: Any) -> bool:

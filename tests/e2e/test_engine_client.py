@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import signal
 import subprocess
+import uuid
 
 import pytest
 
@@ -200,3 +201,38 @@ def test_stop_after_reports_the_items_that_came_after_the_stop(address: str) -> 
         assert f"{arrived} items, {arrived - 2} of them after the stop was asked" in last
     else:
         assert "2 items (request id" in last
+
+
+def test_priority_orders_queued_calls(start_server: type[ServerProcess]) -> None:
+    address = start_server("tests.engines:registry", "--port", "0", "--max-queue", "4").wait_listening()
+
+    def generate(*args: str) -> tuple[subprocess.Popen[str], str, str]:
+        """An engine-client generate of `single`, once it printed its id and key (it runs, or waits queued)."""
+        command = [str(BIN / "engine-client"), "--target", address, "generate", "single", *args]
+        proc = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        assert proc.stderr is not None
+        started = proc.stderr.readline()
+        assert started.startswith("started: request id "), started
+        request_id, key = started.split("request id ")[1].split(", stop key ")
+        return proc, request_id, key.strip()
+
+    low, high = f"low-{uuid.uuid4().hex[:8]}", f"high-{uuid.uuid4().hex[:8]}"
+    procs: list[subprocess.Popen[str]] = []
+    try:
+        holder, holder_id, holder_key = generate('{"delay_s": 0.01}')
+        procs.append(holder)
+        for request_id, priority in ((low, "0"), (high, "9")):
+            procs.append(generate('{"count": 1}', "--request-id", request_id, "--priority", priority)[0])
+        assert client(address, "stop", holder_id, "--key", holder_key).returncode == 0
+        for proc in procs:
+            _, err = proc.communicate(timeout=30)
+            assert proc.returncode == 0, err
+    finally:
+        for proc in procs:
+            if proc.poll() is None:
+                proc.kill()
+                proc.communicate()
+    order = client(address, "generate", "probes_started", json.dumps({"text": f"{low} {high}"}))
+    assert json.loads(order.stdout.splitlines()[0])["text"] == f"{high} {low}"
+    bad = client(address, "generate", "single", "{}", "--priority", str(2**31))
+    assert bad.returncode == 2 and "--priority" in bad.stderr

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import re
 import signal
 import socket
@@ -10,6 +11,7 @@ import subprocess
 import sys
 import textwrap
 from pathlib import Path
+from typing import Any
 
 import grpc
 import pytest
@@ -17,7 +19,7 @@ import pytest
 from engine_runtime.generated.engine.v1 import engine_pb2 as pb
 from engine_runtime.generated.engine.v1 import engine_pb2_grpc as pbg
 from engine_runtime.generated.examples.v1.examples_pb2 import CountRequest, CountResponse, EchoRequest, EchoResponse
-from tests.helpers import collect, generate_request
+from tests.helpers import OWN_CONNECTION, collect, generate_request
 from tests.processes import BIN, ServerProcess
 
 
@@ -250,17 +252,50 @@ def test_every_option_in_help_is_in_the_operations_table() -> None:
     assert not missing, f"docs/operations.md has no row for {missing}"
 
 
+async def queue_options_arrive(address: str) -> list[tuple[grpc.StatusCode, str]]:
+    """With a limit of 1: one count runs, one waits in the queue, a third is refused; how the last two ended."""
+    async with contextlib.AsyncExitStack() as stack:
+        stubs = []
+        for _ in range(3):  # one stream per connection in this test: a connection each
+            channel = grpc.aio.insecure_channel(address, options=OWN_CONNECTION)
+            stubs.append(pbg.EngineServiceStub(await stack.enter_async_context(channel)))
+        running = stubs[0].Generate(generate_request("count", CountRequest(count=1000, delay_s=0.01)))
+        await running.read()
+        waiting = stubs[1].Generate(generate_request("count", CountRequest(count=1)))
+        await waiting.initial_metadata()
+        refused = await collect(stubs[2], "count", CountRequest(count=1), CountResponse)
+        expired = await collect_call(waiting)
+        running.cancel()
+    return [(refused.code, "--max-queue" if "--max-queue" in refused.details else refused.details), expired]
+
+
+async def collect_call(call: Any) -> tuple[grpc.StatusCode, str]:
+    try:
+        async for _ in call:
+            pass
+    except grpc.aio.AioRpcError as error:
+        details = error.details() or ""
+        return error.code(), "--queue-timeout 0.3s" if "--queue-timeout 0.3s" in details else details
+    return grpc.StatusCode.OK, ""
+
+
 def test_the_isolation_options_are_taken_from_the_line_the_environment_and_the_file(
     start_server: type[ServerProcess], tmp_path: Path
 ) -> None:
     config = tmp_path / "server.toml"
-    config.write_text("max-connections = 50\nmax-output-bytes = 2000000\nworker-heartbeat-timeout = 5\n")
+    config.write_text("max-connections = 50\nmax-output-bytes = 2000000\nworker-heartbeat-timeout = 5\nmax-queue = 1\n")
     server = start_server(
         "--config", str(config), "--port", "0", "--kill-timeout", "0.5", "--stop-timeout", "1", "--drain-timeout", "1",
         "--max-streams-per-connection", "1", "--engine-threads", "2", "--max-connection-idle", "100",
-        env={"ENGINE_SERVER_LOOP_STALL_WARNING": "0.2"},
+        "--max-engine-concurrency", "1",
+        env={"ENGINE_SERVER_LOOP_STALL_WARNING": "0.2", "ENGINE_SERVER_QUEUE_TIMEOUT": "0.3"},
     )  # fmt: skip
     address = server.wait_listening()
+    assert asyncio.run(queue_options_arrive(address)) == [
+        (grpc.StatusCode.RESOURCE_EXHAUSTED, "--max-queue"),  # a queue of one (the file), full
+        (grpc.StatusCode.RESOURCE_EXHAUSTED, "--queue-timeout 0.3s"),  # the queued one expires (the environment)
+    ]
+    server.wait_for(r"waited \d+\.\d ms in the queue: queue_timeout engine=count")  # the line of a call that waited
 
     async def second_stream_waits() -> grpc.StatusCode:
         async with grpc.aio.insecure_channel(address) as channel:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import grpc
 import pytest
 
-from engine_runtime.server import Aborted, EngineError, EngineFailed, Unavailable
+from engine_runtime.server import Aborted, EngineError, EngineFailed, ResourceExhausted, Unavailable
 from engine_runtime.server.outcome import Cause, Ending, How, status_of
 
 
@@ -21,6 +21,17 @@ from engine_runtime.server.outcome import Cause, Ending, How, status_of
         (Ending(How.KILLED, Cause.DRAIN), grpc.StatusCode.UNAVAILABLE, Unavailable),
         (Ending(How.KILLED, Cause.ENGINE, Aborted("killed by engine")), grpc.StatusCode.ABORTED, Aborted),
         (Ending(How.FAILED, None, EngineFailed("engine 'x' failed")), grpc.StatusCode.INTERNAL, EngineFailed),
+        (
+            Ending(How.EXPIRED, Cause.QUEUE_TIMEOUT, ResourceExhausted("waited 2.000s in the queue")),
+            grpc.StatusCode.RESOURCE_EXHAUSTED,
+            ResourceExhausted,
+        ),
+        (
+            Ending(How.EXPIRED, Cause.DEADLINE, EngineError(grpc.StatusCode.DEADLINE_EXCEEDED, "waited 0.980s")),
+            grpc.StatusCode.DEADLINE_EXCEEDED,
+            EngineError,
+        ),
+        (Ending(How.KILLED, Cause.DRAIN, Unavailable("queued")), grpc.StatusCode.UNAVAILABLE, Unavailable),
     ],
 )
 def test_each_ending_has_one_status(ending: Ending, code: grpc.StatusCode, sent: type[EngineError] | None) -> None:

@@ -85,6 +85,15 @@ def test_non_engines_and_non_messages_are_refused() -> None:
         registry.register("bad", Responder(), request=str, response=EchoResponse)  # type: ignore[arg-type]
 
 
+def test_max_concurrency_is_kept_and_checked_at_registration() -> None:
+    registry = EngineRegistry()
+    assert registry.register("one", Responder(), request=EchoRequest, response=EchoResponse, max_concurrency=1)
+    assert registry.get("one").max_concurrency == 1
+    assert registry.register("any", Responder(), request=EchoRequest, response=EchoResponse).max_concurrency is None
+    with pytest.raises(ValueError, match="max_concurrency must be a whole number >= 0, got -1"):
+        registry.register("bad", Responder(), request=EchoRequest, response=EchoResponse, max_concurrency=-1)
+
+
 @pytest.mark.asyncio
 async def test_a_wrong_request_type_is_invalid_naming_both_types(registry: EngineRegistry) -> None:
     with pytest.raises(InvalidRequest, match="examples.v1.EchoRequest.*examples.v1.CountRequest"):
