@@ -15,13 +15,22 @@ import subprocess
 import sys
 import threading
 from collections import deque
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import psutil
 
-__all__ = ["Pinning", "ServerFailed", "ServerProcess", "bare_command", "plan_pinning", "project_command", "running"]
+__all__ = [
+    "Pinning",
+    "ServerFailed",
+    "ServerProcess",
+    "bare_command",
+    "pinned",
+    "plan_pinning",
+    "project_command",
+    "running",
+]
 
 READY = re.compile(r"listening on ([^\s,]+:\d+)")
 START_TIMEOUT = 30.0
@@ -85,14 +94,22 @@ def bare_command(loop: str) -> list[str]:
     return [sys.executable, "-m", "benchmarks.bare_server", "--port", "0", "--loop", loop]
 
 
+def pinned(command: list[str], cpus: Sequence[int] = ()) -> list[str]:
+    """``command`` started on ``cpus`` (all its threads) and sent SIGTERM should the harness die (Linux)."""
+    if sys.platform != "linux":
+        return command
+    return [sys.executable, "-c", _LAUNCH, ",".join(map(str, cpus)), *command]
+
+
 class ServerProcess:
     """One running server: its process, the address it logged, and the tail of its stderr."""
 
-    def __init__(self, name: str, command: list[str], cpus: Sequence[int] = ()) -> None:
+    def __init__(
+        self, name: str, command: list[str], cpus: Sequence[int] = (), env: Mapping[str, str] | None = None
+    ) -> None:
         self.name = name
         self.command = command
-        if sys.platform == "linux":
-            command = [sys.executable, "-c", _LAUNCH, ",".join(map(str, cpus)), *command]
+        command = pinned(command, cpus)
         self.tail: deque[str] = deque(maxlen=50)
         self._ready = threading.Event()
         self.address = ""
@@ -104,6 +121,7 @@ class ServerProcess:
             stderr=subprocess.PIPE,
             text=True,
             cwd=root,  # so that `benchmarks.engines:registry` and `-m benchmarks.bare_server` import
+            env=None if env is None else {**os.environ, **env},
         )
         self._reader = threading.Thread(target=self._read, name=f"{name} stderr", daemon=True)
         self._reader.start()
@@ -170,9 +188,11 @@ class ServerProcess:
 
 
 @contextlib.contextmanager
-def running(name: str, command: list[str], cpus: Sequence[int] = ()) -> Iterator[ServerProcess]:
-    """Start a server, wait for its address, and always stop it on the way out."""
-    server = ServerProcess(name, command, cpus)
+def running(
+    name: str, command: list[str], cpus: Sequence[int] = (), env: Mapping[str, str] | None = None
+) -> Iterator[ServerProcess]:
+    """Start a server (``env`` added to this process's environment), wait for its address, always stop it."""
+    server = ServerProcess(name, command, cpus, env)
     try:
         server.wait_ready()
         yield server
