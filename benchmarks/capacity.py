@@ -4,10 +4,12 @@ A trial opens N streams at once, each of ``capacity_items`` items 50 ms apart, a
 completes, none errors and the p99 of all inter-item gaps (every gap of every stream) is under 100 ms. The
 search doubles N from ``capacity_start`` until a trial fails, then bisects between the most that held and the
 fewest that failed until they are within 10% of each other, within ``capacity_seconds`` per server (a trial
-started before the budget runs out finishes). The servers are searched one after the other, each pinned to the
-same CPU; the load comes from the harness's process (project, bare: its streams spread over ``channels``
-connections) or from the peer's own client process, pinned to the other CPU. Each trial records the client's
-CPU share: near 1.0 at the boundary, the client and not the server set the number, and the figure says so.
+started before the budget runs out finishes). A number of streams fails only when two trials of it fail.
+
+The servers are searched one after the other, each pinned to the same CPU; the load comes from the harness's
+process (project, bare: its streams spread over ``channels`` connections) or from the peer's own client
+process, pinned to the other CPU. Each trial records the client's CPU share: near 1.0 at the boundary, the
+client and not the server set the number, and the figure says so.
 """
 
 from __future__ import annotations
@@ -27,6 +29,9 @@ MAX_GAP_MS = 2 * PACE * 1000
 PRECISION = 0.10  # the search stops when the most that held and the fewest that failed are this close
 MAX_STREAMS = 16_000  # bounds a trial's memory on both sides, should a server hold everything
 CLIENT_LIMIT = 0.9  # a client CPU share above this at the boundary: the client may be the limit
+# Tries of a number of streams before it counts as failed: one hiccup of a shared machine (a neighbour's job
+# taking the CPU for 100 ms) fails a trial without being the server's limit; a limit fails every try.
+ATTEMPTS = 2
 
 Trial = Callable[[int], Awaitable[dict[str, Any]]]
 
@@ -44,11 +49,13 @@ async def search(trial: Trial, start: int, budget: float) -> dict[str, Any]:
     trials: list[dict[str, Any]] = []
     stopped_by = "time budget"
     while time.perf_counter() < deadline:
-        run = await trial(n)
-        ok = held(run, n)
-        trials.append(
-            {"streams": n, "held": ok, **{k: v for k, v in run.items() if k != "errors"}, "errors": run["errors"]}
-        )
+        ok = False
+        for _attempt in range(ATTEMPTS):
+            run = await trial(n)
+            ok = held(run, n)
+            trials.append({"streams": n, "held": ok, **run})
+            if ok or time.perf_counter() >= deadline:
+                break
         if ok:
             most = n
         else:

@@ -84,7 +84,7 @@ FULL = Sizes(
     disconnect_rounds=10,
     disconnect_streams=10,
     capacity_start=500,
-    capacity_items=20,
+    capacity_items=40,
     capacity_seconds=60.0,
 )
 

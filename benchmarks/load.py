@@ -98,6 +98,7 @@ async def paced_streams(clients: list[Client], n: int, k: int, pace: float = PAC
     gaps: list[float] = []
     firsts: list[float] = []
     errors: Counter[str] = Counter()
+    said: dict[str, str] = {}  # the first message of each status: what an error was, not only how many
     completed = 0
 
     async def one(client: Client) -> None:
@@ -108,6 +109,7 @@ async def paced_streams(clients: list[Client], n: int, k: int, pace: float = PAC
             )
         except grpc.aio.AioRpcError as error:
             errors[error.code().name] += 1
+            said.setdefault(error.code().name, (error.details() or "")[:128])
             return
         gaps.extend((b - a) * 1000 for a, b in itertools.pairwise(arrivals))
         if arrivals:
@@ -120,6 +122,7 @@ async def paced_streams(clients: list[Client], n: int, k: int, pace: float = PAC
     return {
         "completed": completed,
         "errors": dict(errors),
+        "error_messages": said,
         "p50_gap_ms": percentile(gaps, 50) if gaps else None,
         "p99_gap_ms": percentile(gaps, 99) if gaps else None,
         "max_gap_ms": max(gaps) if gaps else None,

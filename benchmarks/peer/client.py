@@ -117,7 +117,7 @@ class Peer:
         return {"runs": runs}
 
     async def paced(self, streams, items, pace):
-        gaps, firsts, errors, completed = [], [], {}, 0
+        gaps, firsts, errors, said, completed = [], [], {}, {}, 0
 
         async def one():
             nonlocal completed
@@ -127,6 +127,7 @@ class Peer:
                     arrivals.append(time.perf_counter())
             except Exception as error:  # counted by kind, as the harness counts grpc status codes
                 errors[type(error).__name__] = errors.get(type(error).__name__, 0) + 1
+                said.setdefault(type(error).__name__, str(error)[:128])
                 return
             gaps.extend((b - a) * 1000 for a, b in itertools.pairwise(arrivals))
             if arrivals:
@@ -139,6 +140,7 @@ class Peer:
         return {
             "completed": completed,
             "errors": errors,
+            "error_messages": said,
             "p50_gap_ms": percentile(gaps, 50) if gaps else None,
             "p99_gap_ms": percentile(gaps, 99) if gaps else None,
             "max_gap_ms": max(gaps) if gaps else None,
