@@ -22,7 +22,7 @@ from .harness import Bench, peer_details
 from .load import paced_streams, peer_paced
 from .report import Figure, Metric, Target
 
-__all__ = ["capacity"]
+__all__ = ["Trial", "capacity", "held", "search"]
 
 PACE = 0.050  # 20 items/s per stream
 MAX_GAP_MS = 2 * PACE * 1000

@@ -210,7 +210,8 @@ def main(argv: list[str] | None = None) -> int:
         if pinning.applied
         else f"not pinned: {pinning.reason}"
     )
-    write_chart(chart_path, list(results.values()), f"{run['mode']} run {run['started']}, loop {loop}, {pinned}")
+    subtitle = f"{run['mode']} run {run['started']}, loop {loop}, {pinned}; origin's runtime: {peer}"
+    write_chart(chart_path, list(results.values()), subtitle[:200])
     write_json(json_path, run)
 
     print(f"loop: {loop}; pinning: {pinned}; load average {machine['load_average']} -> {machine['load_average_after']}")
