@@ -121,8 +121,7 @@ async def run_figures(selected: list[str], bench_args: dict[str, Any], peer: boo
         elif not selected_peer_figures(selected):
             bench.peer_reason = "no selected figure measures it"
         else:
-            client_cpus = pinning.client_cpus if pinning.applied else []
-            started = await stack.enter_async_context(running_peer(cpus, client_cpus))
+            started = await stack.enter_async_context(running_peer(cpus, bench.client_cpus))
             if isinstance(started, str):
                 bench.peer_reason = started
             else:

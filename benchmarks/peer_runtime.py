@@ -102,10 +102,15 @@ class Agent:
 
     async def _answer(self, timeout: float) -> Any:
         assert self.proc.stdout is not None
-        line = await asyncio.wait_for(self.proc.stdout.readline(), timeout)
-        if not line:
-            code = await self.proc.wait()
-            raise RuntimeError(f"the peer's client exited with code {code}: {' | '.join(list(self.tail)[-3:])}")
+        async with asyncio.timeout(timeout):
+            while True:
+                line = await self.proc.stdout.readline()
+                if not line:
+                    code = await self.proc.wait()
+                    raise RuntimeError(f"the peer's client exited with code {code}: {' | '.join(list(self.tail)[-3:])}")
+                # Answers are the lines that are JSON objects; anything else on stdout (a library's print) is not.
+                if line.startswith(b'{"ok"'):
+                    break
         answer = json.loads(line)
         if not answer["ok"]:
             raise RuntimeError(f"the peer's client: {answer['error']}")
@@ -167,7 +172,7 @@ async def running_peer(server_cpus: Sequence[int], client_cpus: Sequence[int]) -
             server = stack.enter_context(running("peer server", command, server_cpus, env))
             agent = await Agent.start(python, env, client_cpus)
             stack.push_async_callback(agent.close)
-        except (ServerFailed, RuntimeError, OSError, TimeoutError) as error:
+        except (ServerFailed, RuntimeError, OSError, TimeoutError, subprocess.SubprocessError) as error:
             await stack.aclose()
             yield f"the origin's runtime did not start: {type(error).__name__}: {error}"[:300]
             return

@@ -16,7 +16,6 @@ upstream). Cancelling the task that iterates the stream is not enough while the 
 """
 
 import asyncio
-import gc
 import itertools
 import json
 import random
@@ -87,8 +86,7 @@ class Peer:
                     break
             await asyncio.sleep(rng.uniform(0, pace))
             sent[request_id] = time.time()
-            del stream  # the kill: its Python client has no other
-            gc.collect()
+            del stream  # the kill (its Python client has no other): the last reference goes, Rust drops it
             await asyncio.sleep(0.01)
         await asyncio.sleep(0.3)  # the engine learns of a drop at its next step: a few paces, or much later
         return _noticed(sent, await self.notes())
