@@ -19,11 +19,11 @@ from tqdm import tqdm  # type: ignore[import-untyped]  # tqdm ships no type info
 from . import capacity, client_calls, ending, figures, load
 from .bare_server import run as run_loop
 from .harness import FULL, PROJECT_TARGETS, QUICK, Bench, peer_details
-from .peer_runtime import running_peer
+from .peer_runtime import PeerFailed, running_peer
 from .procs import Pinning, ServerProcess, bare_command, plan_pinning, project_command, running
 from .report import Figure, machine_info, write_chart, write_json
 
-__all__ = ["FIGURES", "PEER_FIGURES", "RESERVED", "main"]
+__all__ = ["FIGURES", "PEER_FIGURES", "RESERVED", "main", "run_figure"]
 
 FigureFn = Callable[[Bench], Awaitable[Figure]]
 
@@ -128,14 +128,23 @@ async def run_figures(selected: list[str], bench_args: dict[str, Any], peer: boo
                 bench.peer = started
         progress = tqdm(selected, desc="benchmarks", unit="figure", disable=None, file=sys.stderr)
         for key in progress:
-            title, fn = FIGURES[key]
-            progress.set_postfix_str(title)
-            try:
-                results[key] = await fn(bench)
-            except Exception as error:
-                results[key] = Figure(key, title, "error", f"{type(error).__name__}: {error}")
+            progress.set_postfix_str(FIGURES[key][0])
+            results[key] = await run_figure(key, bench)
         progress.close()
     return results, peer_details(bench)["peer"]
+
+
+async def run_figure(key: str, bench: Bench) -> Figure:
+    """One figure; a failure is recorded. Should the peer fail, it is left out from then on and the figure runs
+    again without it: the origin's runtime is never what fails a run."""
+    title, fn = FIGURES[key]
+    try:
+        return await fn(bench)
+    except PeerFailed as error:
+        bench.peer, bench.peer_reason = None, f"it failed during {key}: {error}"[:300]
+        return await run_figure(key, bench)
+    except Exception as error:
+        return Figure(key, title, "error", f"{type(error).__name__}: {error}")
 
 
 def _fmt(x: float | None) -> str:

@@ -26,7 +26,7 @@ from engine_runtime.generated.examples.v1.examples_pb2 import CountRequest, Coun
 from engine_runtime.server import Context
 
 from .harness import Bench, peer_details
-from .peer_runtime import sigkill_when_held
+from .peer_runtime import PeerFailed, sigkill_when_held
 from .report import Figure, Metric, Target, latency_metrics, percentile
 
 __all__ = ["disconnect", "stop"]
@@ -52,7 +52,12 @@ async def _kill_holders(bench: Bench, kind: str, exits: list[float]) -> dict[str
             address = bench.servers[kind].address
             command = [sys.executable, "-m", "benchmarks.holder", kind, address, str(s.disconnect_streams), prefix]
             command, env = [*command, str(PROBE_PACE)], {}
-        at, reaped = await sigkill_when_held(command, env, bench.client_cpus)
+        try:
+            at, reaped = await sigkill_when_held(command, env, bench.client_cpus)
+        except RuntimeError as error:
+            if kind == "peer":
+                raise PeerFailed(f"its holding client: {error}") from error
+            raise
         exits.append((reaped - at) * 1000)
         killed.update({f"{prefix}-{i}": at for i in range(s.disconnect_streams)})
     return killed

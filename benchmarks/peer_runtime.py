@@ -28,12 +28,16 @@ from typing import Any
 
 from .procs import STOP_TIMEOUT, ServerFailed, ServerProcess, pinned, running
 
-__all__ = ["Agent", "Peer", "peer_python", "running_peer", "sigkill_when_held"]
+__all__ = ["Agent", "Peer", "PeerFailed", "peer_python", "running_peer", "sigkill_when_held"]
 
 ROOT = Path(__file__).resolve().parent.parent
 VENV = ROOT / "benchmarks" / ".peer-venv"
 PYTHON_VARIABLE = "BENCH_PEER_PYTHON"
 READY_TIMEOUT = 60.0  # its first start loads a large native library from a cold disk cache
+
+
+class PeerFailed(RuntimeError):
+    """The peer failed during a figure: the harness runs the figure again without it, never failing the run."""
 
 
 def peer_python() -> tuple[Path | None, str]:
@@ -107,22 +111,25 @@ class Agent:
                 line = await self.proc.stdout.readline()
                 if not line:
                     code = await self.proc.wait()
-                    raise RuntimeError(f"the peer's client exited with code {code}: {' | '.join(list(self.tail)[-3:])}")
+                    raise PeerFailed(f"the peer's client exited with code {code}: {' | '.join(list(self.tail)[-3:])}")
                 # Answers are the lines that are JSON objects; anything else on stdout (a library's print) is not.
                 if line.startswith(b'{"ok"'):
                     break
         answer = json.loads(line)
         if not answer["ok"]:
-            raise RuntimeError(f"the peer's client: {answer['error']}")
+            raise PeerFailed(f"the peer's client: {answer['error']}")
         return answer["result"]
 
     async def call(self, op: str, timeout: float = 120.0, **args: Any) -> Any:
-        """Run one command in the peer's client and return its result; raises with the peer's error."""
+        """Run one command in the peer's client and return its result; :class:`PeerFailed` with the peer's error."""
         assert self.proc.stdin is not None
         async with self._lock:
-            self.proc.stdin.write(json.dumps({"op": op, **args}).encode() + b"\n")
-            await self.proc.stdin.drain()
-            return await self._answer(timeout)
+            try:
+                self.proc.stdin.write(json.dumps({"op": op, **args}).encode() + b"\n")
+                await self.proc.stdin.drain()
+                return await self._answer(timeout)
+            except (OSError, TimeoutError) as error:
+                raise PeerFailed(f"the peer's client did not answer {op!r}: {type(error).__name__}: {error}") from error
 
     async def close(self) -> None:
         if self.proc.returncode is None:

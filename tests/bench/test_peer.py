@@ -4,16 +4,21 @@ when it is. Neither test installs it (``make peer-venv`` does); speed is never a
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import subprocess
 import sys
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import pytest
 
-from benchmarks.peer_runtime import VENV, peer_python
+from benchmarks.cli import FIGURES, run_figure
+from benchmarks.harness import QUICK, Bench
+from benchmarks.peer_runtime import VENV, Peer, PeerFailed, peer_python
+from benchmarks.procs import Pinning
+from benchmarks.report import Figure, Metric
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -63,3 +68,18 @@ def test_the_installed_peer_is_measured_in_the_same_run(tmp_path: Path) -> None:
         assert isinstance(metric["peer"], float) and metric["peer"] > 0, metric
         assert metric["peer_ratio"] == pytest.approx(metric["value"] / metric["peer"])
     assert cancel["details"]["kills_not_recorded"]["peer"] == 0
+
+
+def test_a_peer_failing_during_a_figure_is_left_out_and_the_figure_runs_again_without_it() -> None:
+    async def figure(bench: Bench) -> Figure:
+        if bench.peer is not None:
+            raise PeerFailed("the peer's client exited with code 1")
+        return Figure("flaky", "a figure", metrics=[Metric("x", "ms", 1.0)])
+
+    bench = Bench(QUICK, "asyncio", Pinning(False), {}, peer=cast(Peer, object()))
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setitem(FIGURES, "flaky", ("a figure", figure))
+        result = asyncio.run(run_figure("flaky", bench))
+    assert result.status == "ok"
+    assert bench.peer is None
+    assert bench.peer_reason == "it failed during flaky: the peer's client exited with code 1"
