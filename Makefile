@@ -10,14 +10,15 @@ PORT ?= 50051
 
 BUF := tools/buf/node_modules/.bin/buf
 
-.PHONY: help venv run test lint format proto proto-check buf-lint buf-breaking check bench clean
+.PHONY: help venv run test lint format proto proto-check buf-lint buf-breaking check bench peer-venv clean
 
 help:
 	@echo "make run          serve the example engines on $(HOST):$(PORT)"
 	@echo "make test         run the whole test suite"
 	@echo "make check        lint + types + proto drift + tests (run before every commit)"
 	@echo "make proto        regenerate generated/ from protos/"
-	@echo "make bench        run the benchmarks against a bare grpc.aio server"
+	@echo "make bench        run the benchmarks against a bare grpc.aio server (and the origin's runtime)"
+	@echo "make peer-venv    install the origin's runtime (ai-dynamo-runtime) for the benchmarks, in its own venv"
 
 venv: $(STAMP)
 
@@ -73,5 +74,17 @@ check: lint buf-lint buf-breaking proto-check test
 bench: $(STAMP)
 	$(BIN)/python -m benchmarks
 
+# The origin's runtime, a peer in the benchmarks: a virtual environment of its own (a ~75 MB wheel), never part
+# of the project's install. `make bench` uses it when it exists and skips the peer with this command otherwise.
+PEER_VENV := benchmarks/.peer-venv
+PEER_PACKAGE := ai-dynamo-runtime==1.6.1
+
+peer-venv: $(PEER_VENV)/.installed
+
+$(PEER_VENV)/.installed:
+	test -x $(PEER_VENV)/bin/python || $(PYTHON) -m venv $(PEER_VENV)
+	$(PEER_VENV)/bin/python -m pip install --quiet '$(PEER_PACKAGE)' uvloop
+	touch $@
+
 clean:
-	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache .hypothesis
+	rm -rf $(VENV) $(PEER_VENV) .mypy_cache .ruff_cache .pytest_cache .hypothesis

@@ -101,7 +101,7 @@ async def _cancels(stub: engine_pb2_grpc.EngineServiceAsyncStub, probes: int) ->
 
 
 async def admission(bench: Bench) -> Figure:
-    """(h) A burst of N calls at ``max_concurrency=4`` with a queue of 256; queued cancel to removal, p99 < 2 ms."""
+    """(l) A burst of N calls at ``max_concurrency=4`` with a queue of 256; queued cancel to removal, p99 < 2 ms."""
     s = bench.sizes
     command = [sys.executable, "-m", "benchmarks.queue_server", "--port", "0", "--loop", bench.loop]
     command += ["--max-queue", str(MAX_QUEUE)]

@@ -16,13 +16,14 @@ from typing import Any
 
 from tqdm import tqdm  # type: ignore[import-untyped]  # tqdm ships no type information
 
-from . import admission, figures, load
+from . import admission, capacity, client_calls, ending, figures, load
 from .bare_server import run as run_loop
-from .harness import FULL, PROJECT_TARGETS, QUICK, Bench
+from .harness import FULL, PROJECT_TARGETS, QUICK, Bench, peer_details
+from .peer_runtime import PeerFailed, running_peer
 from .procs import Pinning, ServerProcess, bare_command, plan_pinning, project_command, running
 from .report import Figure, machine_info, write_chart, write_json
 
-__all__ = ["FIGURES", "main"]
+__all__ = ["FIGURES", "PEER_FIGURES", "RESERVED", "main", "run_figure"]
 
 FigureFn = Callable[[Bench], Awaitable[Figure]]
 
@@ -35,12 +36,32 @@ FIGURES: dict[str, tuple[str, FigureFn]] = {
     "cancel": ("(e) cancel to engine killed", figures.cancel),
     "memory": ("(f) memory per open stream", load.memory),
     "workers": ("(g) 1 vs 2 workers", load.workers),
-    "admission": ("(h) admission queue: burst, cancel to removal", admission.admission),
+    "client_first_response": ("(h) first response through each one's client", client_calls.client_first_response),
+    "disconnect": ("(i) client SIGKILL to engine noticing", ending.disconnect),
+    "stop": ("(j) what a stop mid-stream delivers", ending.stop),
+    "capacity": ("(k) capacity at 20 items/s per stream", capacity.capacity),
+    "admission": ("(l) admission queue: burst, cancel to removal", admission.admission),
 }
+
+# The figures the origin's runtime takes part in: it is started only when one of them runs.
+PEER_FIGURES = {"throughput", "concurrent", "cancel", "client_first_response", "disconnect", "stop", "capacity"}
+
+# Figures still to come (SPEC section 7's hostile mix and fleet rows; the queue's is `admission`). Until one is
+# registered in FIGURES, the report keeps its slot as skipped with this reason, so every run's JSON has the same keys.
+RESERVED: dict[str, str] = {
+    "hostile": "the hostile mix (SPEC section 8)",
+    "fleet": "a fleet of replicas (SPEC section 9)",
+}
+
+
+def selected_peer_figures(selected: list[str]) -> bool:
+    return any(key in PEER_FIGURES for key in selected)
+
 
 # The project server's tracing: on, every generation's span is made and exported by the SDK's batch processor.
 TRACING_ON = {"OTEL_TRACES_EXPORTER": "console", "OTEL_SERVICE_NAME": "engine-bench"}
 TRACING_OFF = {"OTEL_TRACES_EXPORTER": ""}
+
 
 DEFAULT_OUT = Path(__file__).resolve().parent / "results"
 
@@ -70,6 +91,11 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         help="trace the project server's generations (OTEL_TRACES_EXPORTER=console into /dev/null: every span made, "
         "batched and formatted); without it, tracing is off as in a server without OTEL_TRACES_EXPORTER",
     )
+    parser.add_argument(
+        "--no-peer",
+        action="store_true",
+        help="leave out the origin's runtime (benchmarks/.peer-venv) even if installed",
+    )
     return parser.parse_args(argv)
 
 
@@ -84,12 +110,15 @@ def resolve_loop(name: str) -> str:
     return "uvloop"
 
 
-async def run_figures(selected: list[str], bench_args: dict[str, Any], tracing: bool = False) -> dict[str, Figure]:
-    """Start the shared servers, run each selected figure (a failure is recorded, not raised), stop them."""
+async def run_figures(
+    selected: list[str], bench_args: dict[str, Any], peer: bool, tracing: bool = False
+) -> tuple[dict[str, Figure], str]:
+    """Start the shared servers (and the peer), run each selected figure (a failure is recorded, not raised), stop
+    them; the results, and the peer's version or why it was skipped."""
     results: dict[str, Figure] = {}
     pinning: Pinning = bench_args["pinning"]
     cpus = pinning.server_cpus if pinning.applied else []
-    with contextlib.ExitStack() as stack:
+    async with contextlib.AsyncExitStack() as stack:
         servers: dict[str, ServerProcess] = {}
         try:
             servers["bare"] = stack.enter_context(running("bare server", bare_command(bench_args["loop"]), cpus))
@@ -102,18 +131,38 @@ async def run_figures(selected: list[str], bench_args: dict[str, Any], tracing: 
                 )
             )
         except Exception as error:
-            return {key: Figure(key, FIGURES[key][0], "error", f"servers did not start: {error}") for key in selected}
+            failed = {key: Figure(key, FIGURES[key][0], "error", f"servers did not start: {error}") for key in selected}
+            return failed, "skipped: the servers did not start"
         bench = Bench(servers=servers, **bench_args)
+        if not peer:
+            bench.peer_reason = "disabled with --no-peer"
+        elif not selected_peer_figures(selected):
+            bench.peer_reason = "no selected figure measures it"
+        else:
+            started = await stack.enter_async_context(running_peer(cpus, bench.client_cpus))
+            if isinstance(started, str):
+                bench.peer_reason = started
+            else:
+                bench.peer = started
         progress = tqdm(selected, desc="benchmarks", unit="figure", disable=None, file=sys.stderr)
         for key in progress:
-            title, fn = FIGURES[key]
-            progress.set_postfix_str(title)
-            try:
-                results[key] = await fn(bench)
-            except Exception as error:
-                results[key] = Figure(key, title, "error", f"{type(error).__name__}: {error}")
+            progress.set_postfix_str(FIGURES[key][0])
+            results[key] = await run_figure(key, bench)
         progress.close()
-    return results
+    return results, peer_details(bench)["peer"]
+
+
+async def run_figure(key: str, bench: Bench) -> Figure:
+    """One figure; a failure is recorded. Should the peer fail, it is left out from then on and the figure runs
+    again without it: the origin's runtime is never what fails a run."""
+    title, fn = FIGURES[key]
+    try:
+        return await fn(bench)
+    except PeerFailed as error:
+        bench.peer, bench.peer_reason = None, f"it failed during {key}: {error}"[:300]
+        return await run_figure(key, bench)
+    except Exception as error:
+        return Figure(key, title, "error", f"{type(error).__name__}: {error}")
 
 
 def _fmt(x: float | None) -> str:
@@ -125,16 +174,18 @@ def _fmt(x: float | None) -> str:
 
 
 def summary(results: dict[str, Figure]) -> str:
-    """The results as a plain-text table: value, baseline, ratio, target, met."""
-    rows = [("figure", "metric", "unit", "project", "baseline", "ratio", "target", "met")]
+    """The results as a plain-text table: value, baseline, ratio, the origin's runtime, ratio to it, target, met."""
+    rows: list[tuple[str, ...]] = [
+        ("figure", "metric", "unit", "project", "baseline", "ratio", "origin", "/origin", "target", "met")
+    ]
     for key, figure in results.items():
         if figure.status != "ok":
-            rows.append((key, f"{figure.status}: {figure.reason}", "", "", "", "", "", ""))
+            rows.append((key, f"{figure.status}: {figure.reason}", *[""] * 8))
             continue
         for m in figure.metrics:
             met = "-" if m.met is None else ("yes" if m.met else "NO")
-            target = m.target.text if m.target else "-"
-            rows.append((key, m.name, m.unit, _fmt(m.value), _fmt(m.baseline), _fmt(m.ratio), target, met))
+            values = (_fmt(m.value), _fmt(m.baseline), _fmt(m.ratio), _fmt(m.peer), _fmt(m.peer_ratio))
+            rows.append((key, m.name, m.unit, *values, m.targets_text, met))
     # A skipped figure's reason runs on past the columns rather than widening them.
     widths = [max(len(r[i]) for r in rows if r[2] or r is rows[0]) for i in range(len(rows[0]))]
     return "\n".join("  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)).rstrip() for r in rows)
@@ -155,12 +206,15 @@ def main(argv: list[str] | None = None) -> int:
 
     try:
         bench_args = {"sizes": sizes, "loop": loop, "pinning": pinning}
-        ran = run_loop(run_figures(selected, bench_args, args.tracing), loop)
+        ran, peer = run_loop(run_figures(selected, bench_args, peer=not args.no_peer, tracing=args.tracing), loop)
     except KeyboardInterrupt:
         # The servers were stopped on the way out; a partial run writes no results.
         print("interrupted: no results written", file=sys.stderr)
         return 130
     results = {key: ran.get(key) or Figure(key, FIGURES[key][0], "skipped", "not selected (--only)") for key in FIGURES}
+    for key, what in RESERVED.items():
+        if key not in results:
+            results[key] = Figure(key, what, "skipped", f"reserved: {what} is measured by another branch's figure")
 
     args.out.mkdir(parents=True, exist_ok=True)
     json_path = args.out / f"bench-{stamp}.json"
@@ -174,6 +228,7 @@ def main(argv: list[str] | None = None) -> int:
         "sizes": asdict(sizes),
         "machine": {**machine, "loop": loop, "pinning": asdict(pinning)},
         "tracing": args.tracing,
+        "peer": peer,
         "figures": {key: figure.to_json() for key, figure in results.items()},
         "chart": chart_path.name,
     }
@@ -182,12 +237,14 @@ def main(argv: list[str] | None = None) -> int:
         if pinning.applied
         else f"not pinned: {pinning.reason}"
     )
-    write_chart(chart_path, list(results.values()), f"{run['mode']} run {run['started']}, loop {loop}, {pinned}")
+    subtitle = f"{run['mode']} run {run['started']}, loop {loop}, {pinned}; origin's runtime: {peer}"
+    write_chart(chart_path, list(results.values()), subtitle[:200])
     write_json(json_path, run)
 
     load_average = f"{machine['load_average']} -> {machine['load_average_after']}"
     tracing = "on" if args.tracing else "off"
     print(f"tracing: {tracing}; loop: {loop}; pinning: {pinned}; load average {load_average}")
+    print(f"origin's runtime: {peer}")
     print(summary(results))
     print(f"\nwrote {json_path} and {chart_path.name}")
     return 1 if any(f.status == "error" for f in results.values()) else 0

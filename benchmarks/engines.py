@@ -10,6 +10,8 @@
   ``placed_once`` is the same, not resumable;
 - ``kill_times``: a unary engine returning those records as a ``Struct`` ``{request_id: time}`` and forgetting
   them. The client records its own ``time.time()`` when it cancels; the difference is cancel-to-kill latency.
+- ``drain_probe``: items ``delay_s`` apart until ``ctx.is_stopped()``, then ``size`` more (an engine that finishes
+  its work on a stop); ``stop_notes`` returns ``{request_id: {"stop_noticed_at", "yielded"}}`` and forgets them.
 
 Both clocks are the same machine's wall clock, which is what makes the difference meaningful.
 """
@@ -20,6 +22,7 @@ import asyncio
 import os
 import time
 from collections.abc import AsyncIterator
+from typing import Any
 
 from google.protobuf.empty_pb2 import Empty
 from google.protobuf.struct_pb2 import Struct
@@ -30,11 +33,14 @@ from engine_runtime.server.examples import registry as examples
 
 __all__ = ["Moments", "registry"]
 
+# Bounds what a long run can make the probes remember, should the harness never collect.
+MAX_PROBES = 100_000
+
 
 class Moments:
     """``time.time()`` of an event, by request id, until the harness takes them (bounded, should it never)."""
 
-    def __init__(self, limit: int = 100_000) -> None:
+    def __init__(self, limit: int = MAX_PROBES) -> None:
         self.limit = limit
         self._at: dict[str, float] = {}
 
@@ -46,15 +52,14 @@ class Moments:
     def take(self) -> Struct:
         """The moments so far as a ``Struct`` ``{request_id: time}``, forgotten here."""
         taken, self._at = self._at, {}
-        result = Struct()
-        result.update(taken)
-        return result
+        return _struct(taken)
 
 
 registry = EngineRegistry()
 registry.merge(examples)
 
 _killed_at = Moments()
+_stop_notes: dict[str, dict[str, float]] = {}
 
 
 @registry.engine("cancel_probe", request=CountRequest, response=CountResponse)
@@ -97,7 +102,47 @@ async def placed(request: CountRequest, ctx: Context) -> AsyncIterator[CountResp
 registry.register("placed_once", placed, request=CountRequest, response=CountResponse, resumable=False)
 
 
+@registry.engine("drain_probe", request=CountRequest, response=CountResponse)
+async def drain_probe(request: CountRequest, ctx: Context) -> AsyncIterator[CountResponse]:
+    """Streams items `delay_s` apart until stopped, then `size` more; records when it saw the stop, and its total."""
+    yielded = 0
+    try:
+        for index in range(request.count):
+            if ctx.is_stopped():
+                _note(ctx.id, stop_noticed_at=time.time())
+                for extra in range(request.size):
+                    yielded += 1
+                    yield CountResponse(index=index + extra, payload="after-stop")
+                return
+            if index:
+                await asyncio.sleep(request.delay_s)
+            yielded += 1
+            yield CountResponse(index=index)
+    finally:
+        _note(ctx.id, yielded=yielded)
+
+
+def _note(request_id: str, **record: float) -> None:
+    if len(_stop_notes) >= MAX_PROBES:
+        _stop_notes.clear()
+    _stop_notes.setdefault(request_id, {}).update(record)
+
+
+@registry.engine("stop_notes", request=Empty, response=Struct)
+async def stop_notes(request: Empty, ctx: Context) -> Struct:
+    """Returns `{request_id: {"stop_noticed_at": time, "yielded": n}}` for the drain probes so far, and forgets them."""
+    global _stop_notes
+    notes, _stop_notes = _stop_notes, {}
+    return _struct(notes)
+
+
 @registry.engine("kill_times", request=Empty, response=Struct)
 async def kill_times(request: Empty, ctx: Context) -> Struct:
     """Returns `{request_id: time.time() at the kill}` for the cancel probes so far, and forgets them."""
     return _killed_at.take()
+
+
+def _struct(records: dict[str, Any]) -> Struct:
+    result = Struct()
+    result.update(records)
+    return result

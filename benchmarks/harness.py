@@ -14,9 +14,10 @@ from dataclasses import dataclass
 from typing import Any
 
 from .clients import Call, Client, connect
+from .peer_runtime import Peer
 from .procs import Pinning, ServerProcess, bare_command, project_command, running
 
-__all__ = ["FULL", "QUICK", "Bench", "Sizes", "read_all"]
+__all__ = ["FULL", "QUICK", "Bench", "Sizes", "peer_details", "read_all"]
 
 PROJECT_TARGETS = ["benchmarks.engines:registry"]
 
@@ -38,6 +39,13 @@ class Sizes:
     channels: int  # separate connections for the many-stream figures
     admission_burst: int  # calls at once at the queued engine
     admission_cancels: int  # queued calls cancelled one by one
+    throughput_peer_items: int  # the origin's runtime sends one item a message, like the bare server
+    stop_streams: int
+    disconnect_rounds: int  # client processes SIGKILLed, each holding disconnect_streams streams
+    disconnect_streams: int
+    capacity_start: int  # streams of the capacity search's first trial
+    capacity_items: int  # items of each stream of a trial
+    capacity_seconds: float  # each server's time budget for the search
 
 
 QUICK = Sizes(
@@ -54,6 +62,13 @@ QUICK = Sizes(
     channels=2,
     admission_burst=50,
     admission_cancels=20,
+    throughput_peer_items=5_000,
+    stop_streams=3,
+    disconnect_rounds=1,
+    disconnect_streams=5,
+    capacity_start=100,
+    capacity_items=5,
+    capacity_seconds=3.0,
 )
 
 FULL = Sizes(
@@ -70,17 +85,31 @@ FULL = Sizes(
     channels=10,
     admission_burst=200,
     admission_cancels=300,
+    throughput_peer_items=100_000,
+    stop_streams=30,
+    disconnect_rounds=10,
+    disconnect_streams=10,
+    capacity_start=500,
+    capacity_items=40,
+    capacity_seconds=60.0,
 )
 
 
 @dataclass
 class Bench:
-    """The context of one run, handed to each figure."""
+    """The context of one run, handed to each figure; ``peer`` is None (``peer_reason`` says why) when skipped."""
 
     sizes: Sizes
     loop: str
     pinning: Pinning
     servers: dict[str, ServerProcess]
+    peer: Peer | None = None
+    peer_reason: str = ""
+
+    @property
+    def client_cpus(self) -> list[int]:
+        """Where the client side runs: processes the harness starts as clients are pinned here too."""
+        return self.pinning.client_cpus if self.pinning.applied else []
 
     def client(self, kind: str, private: bool = False) -> Client:
         """A client of the shared ``kind`` ("bare" or "project") server."""
@@ -103,6 +132,13 @@ class Bench:
             yield made
         finally:
             await asyncio.gather(*(c.close() for c in made))
+
+
+def peer_details(bench: Bench) -> dict[str, Any]:
+    """What a figure's details say of the peer: its version, or why it was skipped."""
+    if bench.peer is None:
+        return {"peer": f"skipped: {bench.peer_reason}"}
+    return {"peer": f"ai-dynamo-runtime {bench.peer.version}"}
 
 
 async def read_all(call: Call, client: Client, clock: Any = None) -> tuple[int, Any, list[float]]:

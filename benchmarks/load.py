@@ -16,11 +16,11 @@ import grpc
 import psutil
 
 from .clients import Call, Client
-from .harness import Bench, read_all
+from .harness import Bench, peer_details, read_all
 from .procs import ServerFailed, ServerProcess
 from .report import Figure, Metric, Target, percentile
 
-__all__ = ["concurrent", "memory", "workers"]
+__all__ = ["concurrent", "memory", "paced_streams", "peer_paced", "workers"]
 
 PAYLOAD = 16
 PACE = 0.050  # seconds per item of the concurrent streams
@@ -37,20 +37,27 @@ async def concurrent(bench: Bench) -> Figure:
         async with bench.clients(kind, s.channels) as clients:
             server, client_cpu = bench.servers[kind], time.process_time()
             server_cpu: float = server.cpu_seconds()
-            result[kind] = run = await _paced_streams(clients, n, k)
+            result[kind] = run = await paced_streams(clients, n, k)
             # Which side was busy: a share near 1.0 means that CPU, not the servers' design, set the gaps.
             server_cpu = server.cpu_seconds() - server_cpu
             run["server_cpu_share"] = server_cpu / run["wall_s"]
             run["client_cpu_share"] = (time.process_time() - client_cpu) / run["wall_s"]
             # Server CPU per item, call set-up included: what each paced item costs with many streams open.
             run["server_cpu_us_per_item"] = server_cpu / (n * k) * 1e6
-    bare, project = result["bare"], result["project"]
+    if bench.peer is not None:
+        result["peer"] = await peer_paced(bench, n, k, PACE)
+    bare, project, peer = result["bare"], result["project"], result.get("peer", {})
     return Figure(
         "concurrent",
         f"{n} concurrent streams paced at {PACE * 1000:.0f} ms",
         metrics=[
             Metric(
-                "completed", "streams", project["completed"], bare["completed"], Target("value", "==", n, f"all {n}")
+                "completed",
+                "streams",
+                project["completed"],
+                bare["completed"],
+                Target("value", "==", n, f"all {n}"),
+                peer=peer.get("completed"),
             ),
             Metric(
                 "errors",
@@ -58,6 +65,7 @@ async def concurrent(bench: Bench) -> Figure:
                 sum(project["errors"].values()),
                 sum(bare["errors"].values()),
                 Target("value", "==", 0, "none"),
+                peer=sum(peer["errors"].values()) if peer else None,
             ),
             Metric(
                 "p99 gap",
@@ -65,27 +73,43 @@ async def concurrent(bench: Bench) -> Figure:
                 project["p99_gap_ms"],
                 bare["p99_gap_ms"],
                 Target("value", "<", 2 * PACE * 1000, f"< {2 * PACE * 1000:.0f} ms"),
+                peer=peer.get("p99_gap_ms"),
             ),
         ],
-        details={"streams": n, "items_per_stream": k, "connections": s.channels, **result},
+        details={**peer_details(bench), "streams": n, "items_per_stream": k, "connections": s.channels, **result},
     )
 
 
-async def _paced_streams(clients: list[Client], n: int, k: int) -> dict[str, Any]:
-    """Run ``n`` streams of ``k`` paced items at once over ``clients``; what completed, failed, and the gaps."""
+async def peer_paced(bench: Bench, n: int, k: int, pace: float) -> dict[str, Any]:
+    """``n`` paced streams of ``k`` items on the peer, from its own client process, with both sides' CPU shares."""
+    assert bench.peer is not None
+    cpu = bench.peer.server.cpu_seconds()
+    run: dict[str, Any] = await bench.peer.agent.call(
+        "paced", timeout=2 * SLACK + k * pace + n / 50, streams=n, items=k, pace=pace
+    )
+    cpu = bench.peer.server.cpu_seconds() - cpu
+    run["server_cpu_share"] = cpu / run["wall_s"]
+    run["server_cpu_us_per_item"] = cpu / (n * k) * 1e6
+    return run
+
+
+async def paced_streams(clients: list[Client], n: int, k: int, pace: float = PACE) -> dict[str, Any]:
+    """Run ``n`` streams of ``k`` items ``pace`` apart at once over ``clients``; what completed, failed, the gaps."""
     gaps: list[float] = []
     firsts: list[float] = []
     errors: Counter[str] = Counter()
+    said: dict[str, str] = {}  # the first message of each status: what an error was, not only how many
     completed = 0
 
     async def one(client: Client) -> None:
         nonlocal completed
         try:
             items, last, arrivals = await read_all(
-                client.count(k, PAYLOAD, PACE, timeout=SLACK + k * PACE), client, time.perf_counter
+                client.count(k, PAYLOAD, pace, timeout=SLACK + k * pace), client, time.perf_counter
             )
         except grpc.aio.AioRpcError as error:
             errors[error.code().name] += 1
+            said.setdefault(error.code().name, (error.details() or "")[:128])
             return
         gaps.extend((b - a) * 1000 for a, b in itertools.pairwise(arrivals))
         if arrivals:
@@ -98,6 +122,7 @@ async def _paced_streams(clients: list[Client], n: int, k: int) -> dict[str, Any
     return {
         "completed": completed,
         "errors": dict(errors),
+        "error_messages": said,
         "p50_gap_ms": percentile(gaps, 50) if gaps else None,
         "p99_gap_ms": percentile(gaps, 99) if gaps else None,
         "max_gap_ms": max(gaps) if gaps else None,

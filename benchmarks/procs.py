@@ -21,7 +21,16 @@ from pathlib import Path
 
 import psutil
 
-__all__ = ["Pinning", "ServerFailed", "ServerProcess", "bare_command", "plan_pinning", "project_command", "running"]
+__all__ = [
+    "Pinning",
+    "ServerFailed",
+    "ServerProcess",
+    "bare_command",
+    "pinned",
+    "plan_pinning",
+    "project_command",
+    "running",
+]
 
 READY = re.compile(r"listening on ([^\s,]+:\d+)")
 START_TIMEOUT = 30.0
@@ -85,6 +94,13 @@ def bare_command(loop: str) -> list[str]:
     return [sys.executable, "-m", "benchmarks.bare_server", "--port", "0", "--loop", loop]
 
 
+def pinned(command: list[str], cpus: Sequence[int] = ()) -> list[str]:
+    """``command`` started on ``cpus`` (all its threads) and sent SIGTERM should the harness die (Linux)."""
+    if sys.platform != "linux":
+        return command
+    return [sys.executable, "-c", _LAUNCH, ",".join(map(str, cpus)), *command]
+
+
 class ServerProcess:
     """One running server: its process, the address it logged, and the tail of its stderr."""
 
@@ -93,8 +109,7 @@ class ServerProcess:
     ) -> None:
         self.name = name
         self.command = command
-        if sys.platform == "linux":
-            command = [sys.executable, "-c", _LAUNCH, ",".join(map(str, cpus)), *command]
+        command = pinned(command, cpus)
         self.tail: deque[str] = deque(maxlen=50)
         self._ready = threading.Event()
         self.address = ""

@@ -1,4 +1,4 @@
-"""``python -m benchmarks.queue_server``: the project's server with an engine behind a queue, for figure (h).
+"""``python -m benchmarks.queue_server``: the project's server with an engine behind a queue, for figure (l).
 
 It is the real :class:`~engine_runtime.server.app.EngineServer` (what ``engine-server`` runs), serving:
 

@@ -1,8 +1,10 @@
 """What a run produces: figures with their metrics and targets, the machine they ran on, JSON and a chart.
 
 Every metric is a value for the project's server next to the same measurement on the baseline (the bare
-grpc.aio server, in the same run), and their ratio. A target (see docs/performance.md) applies either to the ratio
-("at least 20x the bare server") or to the value itself ("p99 under 5 ms").
+grpc.aio server, in the same run), and their ratio; where the origin's runtime (the peer) can do the same, its
+value and the project's ratio to it too. A target (see docs/performance.md) applies to the ratio to the
+baseline ("at least 20x the bare server"), to the ratio to the peer ("at most the origin's"), or to the value
+itself ("p99 under 2 ms"). Figures are generic: a branch adds one by returning a :class:`Figure`.
 """
 
 from __future__ import annotations
@@ -16,7 +18,16 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any, Literal
 
-__all__ = ["Figure", "Metric", "Target", "machine_info", "percentile", "write_chart", "write_json"]
+__all__ = [
+    "Figure",
+    "Metric",
+    "Target",
+    "latency_metrics",
+    "machine_info",
+    "percentile",
+    "write_chart",
+    "write_json",
+]
 
 SCHEMA = 1
 
@@ -34,7 +45,7 @@ def percentile(values: list[float], q: float) -> float:
 
 @dataclass(frozen=True)
 class Target:
-    """``of`` (the ratio to the baseline, or the value) must be ``op`` ``bound``."""
+    """``of`` (the ratio, or the value) must be ``op`` ``bound``."""
 
     of: Literal["ratio", "value"]
     op: Literal["<", "<=", ">", ">=", "=="]
@@ -56,13 +67,18 @@ class Target:
 
 @dataclass
 class Metric:
-    """One number of a figure, for the project's server (``value``) and the baseline."""
+    """One number of a figure, for the project's server (``value``), the baseline and the peer (where it applies).
+
+    ``target`` applies to the ratio to the baseline (or the value); ``peer_target`` to the ratio to the peer.
+    """
 
     name: str
     unit: str
     value: float | None
     baseline: float | None = None
     target: Target | None = None
+    peer: float | None = None
+    peer_target: Target | None = None
 
     @property
     def ratio(self) -> float | None:
@@ -71,8 +87,25 @@ class Metric:
         return self.value / self.baseline
 
     @property
+    def peer_ratio(self) -> float | None:
+        if self.value is None or not self.peer:
+            return None
+        return self.value / self.peer
+
+    @property
     def met(self) -> bool | None:
-        return None if self.target is None else self.target.met(self.value, self.ratio)
+        verdicts = [] if self.target is None else [self.target.met(self.value, self.ratio)]
+        if self.peer_target is not None and self.peer_ratio is not None:
+            # A peer that was skipped is no verdict: only a measured ratio to it meets or misses.
+            verdicts.append(self.peer_target.met(self.peer_ratio, self.peer_ratio))
+        if False in verdicts:
+            return False
+        return None if not verdicts or None in verdicts else True
+
+    @property
+    def targets_text(self) -> str:
+        texts = [t.text for t in (self.target, self.peer_target) if t is not None]
+        return "; ".join(texts) or "-"
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -81,7 +114,10 @@ class Metric:
             "value": self.value,
             "baseline": self.baseline,
             "ratio": self.ratio,
+            "peer": self.peer,
+            "peer_ratio": self.peer_ratio,
             "target": None if self.target is None else vars(self.target),
+            "peer_target": None if self.peer_target is None else vars(self.peer_target),
             "met": self.met,
         }
 
@@ -100,7 +136,7 @@ class Figure:
 
     @property
     def met(self) -> bool | None:
-        verdicts = [m.met for m in self.metrics if m.target is not None]
+        verdicts = [m.met for m in self.metrics if m.target is not None or m.peer_target is not None]
         if self.status != "ok" or not verdicts:
             return None
         return all(v is True for v in verdicts)
@@ -115,6 +151,23 @@ class Figure:
             "metrics": [m.to_json() for m in self.metrics],
             "details": self.details,
         }
+
+
+def latency_metrics(samples: dict[str, list[float]], target: Target) -> list[Metric]:
+    """p50 and p99 (the ``target``'s) of latency samples in ms: ``samples["project"]`` against ``"bare"``, and
+    ``"peer"`` where it has any."""
+    peer = samples.get("peer") or None
+    return [
+        Metric(
+            f"p{q}",
+            "ms",
+            percentile(samples["project"], q),
+            percentile(samples["bare"], q),
+            target if q == 99 else None,
+            peer=None if peer is None else percentile(peer, q),
+        )
+        for q in (50, 99)
+    ]
 
 
 def _version(distribution: str) -> str | None:
@@ -167,10 +220,12 @@ def _chart_rows(figures: list[Figure]) -> tuple[list[Ratio], list[Budget]]:
         if figure.status != "ok":
             continue
         for metric in figure.metrics:
-            label = f"{figure.key}\n{metric.name}"
+            label = f"{figure.key}: {metric.name}"
             if metric.ratio is not None:
                 target = metric.target if metric.target is not None and metric.target.of == "ratio" else None
                 ratios.append((label, metric.ratio, target))
+            if metric.peer_ratio is not None:
+                ratios.append((f"{label} / origin", metric.peer_ratio, metric.peer_target))
             target = metric.target
             # Only upper bounds read as a budget (value / bound under 1 is met); counts like "all N" do not.
             upper = target is not None and target.of == "value" and target.op in ("<", "<=") and target.bound
@@ -181,15 +236,15 @@ def _chart_rows(figures: list[Figure]) -> tuple[list[Ratio], list[Budget]]:
 
 
 def write_chart(path: Path, figures: list[Figure], subtitle: str) -> None:
-    """Two panels: project/bare ratios against ratio targets, and values as a fraction of absolute targets."""
+    """Two panels: ratios (to bare, to the peer) against ratio targets, and values as a fraction of absolute targets."""
     import matplotlib
 
     matplotlib.use("Agg")  # files only: no display on a server or in CI
     import matplotlib.pyplot as plt
 
     ratios, budgets = _chart_rows(figures)
-    fig, (left, right) = plt.subplots(1, 2, figsize=(15, 6), gridspec_kw={"width_ratios": [3, 2]})
-    fig.suptitle(f"engine-runtime vs bare grpc.aio (same run)\n{subtitle}", fontsize=10)
+    fig, (left, right) = plt.subplots(1, 2, figsize=(18, 7), gridspec_kw={"width_ratios": [3, 2]})
+    fig.suptitle(f"engine-runtime vs bare grpc.aio and the origin's runtime (same run)\n{subtitle}", fontsize=10)
     _plot_ratios(left, ratios)
     _plot_budgets(right, budgets)
     fig.tight_layout()
@@ -204,6 +259,9 @@ def _plot_ratios(left: Any, ratios: list[Ratio]) -> None:
         met = None if target is None else target.met(None, ratio)
         colors.append("tab:gray" if met is None else ("tab:green" if met else "tab:red"))
     bars = left.bar(xs, [r for _, r, _ in ratios], color=colors)
+    for bar, (label, _, _) in zip(bars, ratios, strict=True):
+        if label.endswith("/ origin"):
+            bar.set_hatch("..")  # a ratio to the origin's runtime, not to the bare server
     left.bar_label(bars, labels=[f"{r:.3g}x" for _, r, _ in ratios], fontsize=7)
     left.axhline(1.0, color="black", linewidth=0.8)
     for x, (_, _, target) in zip(xs, ratios, strict=True):
@@ -221,8 +279,8 @@ def _plot_ratios(left: Any, ratios: list[Ratio]) -> None:
             )
     left.set_yscale("log")
     left.set_xticks(list(xs), [label for label, _, _ in ratios], rotation=60, ha="right", fontsize=7)
-    left.set_ylabel("project / bare (log)")
-    left.set_title("ratio to the bare server (dashed: target; green met, red missed, gray no ratio target)")
+    left.set_ylabel("project / bare, or / origin's runtime (log)")
+    left.set_title("ratios to the bare server and the origin's runtime (dashed: target; green met, red missed)")
 
 
 def _plot_budgets(right: Any, budgets: list[Budget]) -> None:

@@ -12,8 +12,9 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from benchmarks.cli import FIGURES, PEER_FIGURES, RESERVED
+
 ROOT = Path(__file__).resolve().parents[2]
-FIGURES = {"throughput", "first_response", "paced", "concurrent", "cancel", "memory", "workers", "admission"}
 
 
 def _is_number(value: Any) -> bool:
@@ -41,7 +42,7 @@ def test_quick_run_writes_every_figure_and_a_chart(tmp_path: Path) -> None:
         assert machine[key] not in (None, ""), key
     assert isinstance(machine["pinning"]["applied"], bool)
 
-    assert set(data["figures"]) == FIGURES
+    assert set(data["figures"]) == set(FIGURES) | set(RESERVED)
     for name, figure in data["figures"].items():
         if figure["status"] == "skipped":
             assert figure["reason"], f"{name} is skipped without a reason"
@@ -52,4 +53,11 @@ def test_quick_run_writes_every_figure_and_a_chart(tmp_path: Path) -> None:
             assert _is_number(metric["value"]), (name, metric)
             if metric["baseline"]:
                 assert _is_number(metric["ratio"]), (name, metric)
+    # The origin's runtime runs where its environment exists (make peer-venv), and is skipped with a reason otherwise.
+    if data["peer"].startswith("skipped: "):
+        assert all(data["figures"][name]["details"].get("peer") == data["peer"] for name in PEER_FIGURES)
+    else:
+        for name in PEER_FIGURES:
+            peer = [m["peer"] for m in data["figures"][name]["metrics"] if m["peer"] is not None]
+            assert peer and all(_is_number(p) for p in peer), (name, data["figures"][name])
     assert run.returncode == 0, output
