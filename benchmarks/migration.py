@@ -70,12 +70,22 @@ async def _consume(engine: Engine, stream: Stream, request: CountRequest, ready:
     stream.finish = generation.finish_reason
 
 
-def _inject(f: Fleet, fault: str) -> None:
-    {"kill": f.kill, "drain": f.drain, "freeze": f.freeze}[fault](0)
+def _inject(f: Fleet, fault: str, victim: str) -> None:
+    [index] = [r.index for r in f.replicas if str(r.proc.pid) == victim]
+    {"kill": f.kill, "drain": f.drain, "freeze": f.freeze}[fault](index)
+
+
+def _victim(runs: list[Stream]) -> str:
+    """The replica (its process id) serving the most streams of both kinds: the balancer's first picks, made
+    while replicas are still connecting, do not always alternate."""
+    counts: dict[str, list[int]] = {}
+    for s in runs:
+        if s.pids:
+            counts.setdefault(s.pids[0], [0, 0])[s.resumable] += 1
+    return max(counts, key=lambda pid: (min(counts[pid]), sum(counts[pid])))
 
 
 async def _run(f: Fleet, fault: str, streams: int, items: int, pace: float) -> dict[str, Any]:
-    victim = str(f[0].proc.pid)
     # Alternate the kinds: round-robin then gives every replica streams of both.
     runs = [Stream(resumable=i % 2 == 0) for i in range(streams)]
     request = CountRequest(count=items, delay_s=pace)
@@ -89,8 +99,9 @@ async def _run(f: Fleet, fault: str, streams: int, items: int, pace: float) -> d
             for s, r in zip(runs, readiness, strict=True)
         ]
         await asyncio.wait_for(asyncio.gather(*(r.wait() for r in readiness)), 60)
+        victim = _victim(runs)
         started = time.monotonic()
-        await asyncio.to_thread(_inject, f, fault)
+        await asyncio.to_thread(_inject, f, fault, victim)
         await asyncio.wait_for(asyncio.gather(*tasks), 120)
         migrations = client.migrations
     return _summary(fault, runs, victim, started, items, migrations)

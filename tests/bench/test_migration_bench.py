@@ -16,7 +16,7 @@ ROOT = Path(__file__).resolve().parents[2]
 
 def test_a_small_run_of_every_fault_writes_its_result_and_loses_nothing(tmp_path: Path) -> None:
     run = subprocess.run(
-        [sys.executable, "-m", "benchmarks.migration", "--streams", "6", "--items", "40", "--out", str(tmp_path)],
+        [sys.executable, "-m", "benchmarks.migration", "--streams", "9", "--items", "40", "--out", str(tmp_path)],
         cwd=ROOT,
         capture_output=True,
         text=True,
