@@ -181,9 +181,13 @@ class Moves:
         if not migrations.limit or (remaining is not None and remaining <= 0):
             return None
         has = resend.resume_base + received
-        if self.done and REQUEST_ID_KEY not in await call.initial_metadata():
-            # A re-sent call that failed before its generation started: nothing ran, place it again.
-            delay = migrations.retry_delay(error, self.refused, (await call.trailing_metadata()).get(PUSHBACK_KEY))
+        pushback = (await call.trailing_metadata()).get(PUSHBACK_KEY)
+        # Nothing ran when no generation started (no request id came back), or when the server says so with a
+        # pushback (a call that waited in a queue).
+        never_ran = pushback is not None or REQUEST_ID_KEY not in await call.initial_metadata()
+        if self.done and never_ran:
+            # A re-sent call that failed before its generation started: place it again.
+            delay = migrations.retry_delay(error, self.refused, pushback)
             if delay is None:
                 return None
             self.refused += 1
