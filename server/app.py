@@ -28,8 +28,10 @@ from .budget import DEFAULT_MAX_OUTPUT_BYTES
 from .health import EngineHealthChecks
 from .health_service import HealthService
 from .inflight import InFlight
+from .load import Load
 from .metrics import MetricsEndpoint, MetricsStartError, ServerMetrics
 from .options import channel_options
+from .orca_service import OrcaService
 from .outcome import Cause
 from .protocol import SERVICE_NAME
 from .pump import DEFAULT_KILL_TIMEOUT
@@ -97,6 +99,9 @@ class EngineServer:
             max_output_bytes=config.max_output_bytes,
         )
         self.health = HealthService()
+        self.load = Load(self.inflight, config.max_concurrency)
+        self.service.on_started(self.load.started)
+        self.orca = OrcaService(self.load)
         self.metrics = ServerMetrics() if config.metrics_port is not None else None
         if self.metrics is not None:
             self.metrics.attach(self.service)
@@ -123,7 +128,7 @@ class EngineServer:
         if c.no_tcp and not c.uds:
             raise StartupError("--no-tcp needs --uds PATH: there would be nothing to listen on")
         server = grpc.aio.server(options=channel_options(self.config), interceptors=self._interceptors())
-        server.add_generic_rpc_handlers([self.service.handler()])
+        server.add_generic_rpc_handlers([self.service.handler(), self.orca.handler()])
         health_pb2_grpc.add_HealthServicer_to_server(self.health, server)
         reflection.enable_server_reflection(
             [SERVICE_NAME, health_pb2.DESCRIPTOR.services_by_name["Health"].full_name, reflection.SERVICE_NAME],
