@@ -68,6 +68,8 @@ class ServerConfig:
     max_streams_per_connection: int = 1024
     max_connections: int = 0  # 0: what the process's file limit leaves (see default_max_connections)
     max_connection_idle: float = 300.0
+    max_connection_age: float = 0.0  # 0: connections live on (no GOAWAY for age)
+    max_connection_age_grace: float = 0.0  # 0: calls on an aged connection may run to their end
     max_output_bytes: int = DEFAULT_MAX_OUTPUT_BYTES
     engine_threads: int = DEFAULT_ENGINE_THREADS
     loop_stall_warning: float = 0.1  # 0: no watchdog

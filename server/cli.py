@@ -114,6 +114,18 @@ def _count(name: str, default: int, minimum: int, help: str) -> Callable[[F], F]
 @_count("--max-streams-per-connection", 1024, 1, "Streams one connection may have open (MAX_CONCURRENT_STREAMS).")
 @_count("--max-connections", 0, 0, "Connections accepted at once; 0: the soft file limit less 64 kept for the server.")
 @_seconds("--max-connection-idle", 300.0, 0.1, "Seconds without a call before a connection is closed (GOAWAY).")
+@_seconds(
+    "--max-connection-age",
+    0.0,
+    0,
+    "Seconds before a connection is sent a GOAWAY, so clients reconnect and re-resolve (gRFC A9); 0: never.",
+)
+@_seconds(
+    "--max-connection-age-grace",
+    0.0,
+    0,
+    "Seconds calls may run on a connection past its age before it is closed; 0: until they end.",
+)
 @_seconds("--keepalive-time", 30.0, 0.1, "Seconds between keepalive pings.")
 @_seconds("--ping-timeout", 10.0, 0.1, "Seconds without a ping answer before a client counts as gone (and is killed).")
 @_seconds("--engine-health-interval", 10.0, 0.1, "Seconds between runs of an idle engine's declared health request.")
@@ -177,6 +189,8 @@ def _server_config(options: dict[str, Any]) -> ServerConfig:
         max_streams_per_connection=options["max_streams_per_connection"],
         max_connections=options["max_connections"],
         max_connection_idle=options["max_connection_idle"],
+        max_connection_age=options["max_connection_age"],
+        max_connection_age_grace=options["max_connection_age_grace"],
         max_output_bytes=options["max_output_bytes"],
         worker_heartbeat_timeout=options["worker_heartbeat_timeout"],
         keepalive_time=options["keepalive_time"],
