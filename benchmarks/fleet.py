@@ -28,7 +28,7 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -71,6 +71,7 @@ class Replica:
         self.host = host
         self.address = ""
         self.lines: list[str] = []
+        self._new_line = threading.Condition()
         self._listening = threading.Event()
         launch = [sys.executable, "-c", _LAUNCH, *command] if sys.platform == "linux" else list(command)
         self.proc = subprocess.Popen(
@@ -88,11 +89,28 @@ class Replica:
     def _read(self) -> None:
         assert self.proc.stdout is not None
         for line in self.proc.stdout:
-            self.lines.append(line)
+            with self._new_line:
+                self.lines.append(line)
+                self._new_line.notify_all()
             if not self.address and (match := LISTENING.search(line)):
                 self.address = match.group(1)
                 self._listening.set()
         self._listening.set()  # gone: wake whoever waits, the address stays empty
+        with self._new_line:
+            self._new_line.notify_all()
+
+    def wait_for_record(self, predicate: Callable[[dict[str, Any]], bool], timeout: float = 10.0) -> dict[str, Any]:
+        """The first JSON log record (``--log-format json``) that satisfies ``predicate``, within ``timeout``."""
+        deadline = time.monotonic() + timeout
+        with self._new_line:
+            while True:
+                for record in self.records():
+                    if predicate(record):
+                        return record
+                remaining = deadline - time.monotonic()
+                if remaining <= 0 or (not self.alive and not self._reader.is_alive()):
+                    raise FleetError(f"replica {self.index} logged no such record: {self.last_lines()}")
+                self._new_line.wait(min(remaining, 1.0))
 
     def wait_serving(self, timeout: float = START_TIMEOUT) -> str:
         """The replica's address once its health service answers SERVING; :class:`FleetError` otherwise."""

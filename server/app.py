@@ -24,6 +24,7 @@ import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
+from .advertise import advertised_address
 from .budget import DEFAULT_MAX_OUTPUT_BYTES
 from .health import EngineHealthChecks
 from .health_service import HealthService
@@ -54,6 +55,7 @@ class ServerConfig:
     """Everything ``engine-server`` can set; see docs/operations.md for each option."""
 
     host: str = "127.0.0.1"
+    advertise_address: str | None = None  # x-served-by; None: the listening address (see advertised_address)
     port: int = 50051
     uds: str | None = None
     no_tcp: bool = False
@@ -154,6 +156,7 @@ class EngineServer:
             self.addresses.append(f"{host}:{port}")
         if c.uds:
             self.addresses.append(self._bind_uds(server, c.uds, credentials))
+        self.service.served_by = advertised_address(c, self.port, self.addresses)
         if self.metrics is not None and c.metrics_port is not None:
             try:
                 self._metrics_endpoint = self.metrics.serve(c.host, c.metrics_port)

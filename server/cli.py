@@ -67,6 +67,10 @@ def _count(name: str, default: int, minimum: int, help: str) -> Callable[[F], F]
     help="TOML file with option values (keys as the long options).",
 )
 @click.option("--host", default="127.0.0.1", help="Address to bind; 0.0.0.0 or :: to listen beyond this machine.")
+@click.option(
+    "--advertise-address",
+    help="HOST:PORT clients dial to reach this replica, sent as x-served-by (for Stop); default: the one listened on.",
+)
 @click.option("--port", default=50051, type=click.IntRange(0, 65535), help="TCP port; 0 picks a free one.")
 @click.option("--uds", type=click.Path(dir_okay=False), help="Also listen on this unix socket (owner-only).")
 @click.option("--no-tcp", is_flag=True, help="Listen on the unix socket only.")
@@ -175,6 +179,7 @@ def _server_config(options: dict[str, Any]) -> ServerConfig:
             raise StartupError("--auth-token-file is empty")
     return ServerConfig(
         host=options["host"],
+        advertise_address=options["advertise_address"],
         port=options["port"],
         uds=options["uds"],
         no_tcp=options["no_tcp"],

@@ -4,7 +4,7 @@ Everything the two sides must agree on and that the generated code does not alre
 
 - the service's name and method paths;
 - the type-URL prefix of every ``google.protobuf.Any`` and the request-type check;
-- the metadata keys (``x-request-id``, ``x-stop-key``, the rich-status trailer);
+- the metadata keys (``x-request-id``, ``x-stop-key``, ``x-served-by``, the rich-status trailer, retry pushback);
 - status codes and :class:`~.errors.EngineError` subclasses, in both directions (:func:`error_for` and each
   subclass's ``default_code``), and the rich status (``google.rpc.Status``) that carries an error's ``detail``.
 
@@ -32,7 +32,9 @@ __all__ = [
     "GENERATE",
     "LIST_ENGINES",
     "MAX_ECHO",
+    "PUSHBACK_KEY",
     "REQUEST_ID_KEY",
+    "SERVED_BY_KEY",
     "SERVICE_NAME",
     "SESSION",
     "STATUS_DETAILS_KEY",
@@ -61,6 +63,11 @@ STOP_KEY_KEY = "x-stop-key"
 """Initial metadata of every generation: the unguessable key a `Stop` for it must carry."""
 STATUS_DETAILS_KEY = "grpc-status-details-bin"
 """Trailing metadata: a serialized ``google.rpc.Status`` whose details hold the engine's typed error."""
+PUSHBACK_KEY = "grpc-retry-pushback-ms"
+"""Trailing metadata of a call refused before its generation started (gRFC A6): retry after this many ms, or,
+negative, do not retry."""
+SERVED_BY_KEY = "x-served-by"
+"""Initial metadata of every generation: the address of the replica that runs it (``Stop`` it there)."""
 
 _BY_CODE: dict[Code, Callable[[str, Message | None], EngineError]] = {
     cls.default_code: cls

@@ -34,6 +34,8 @@ from .errors import Code, EngineError, EngineFailed, EngineNotFound, InvalidRequ
 from .inflight import Generation, InFlight
 from .outcome import Cause, Ending, How, status_of
 from .protocol import (
+    PUSHBACK_KEY,
+    SERVED_BY_KEY,
     SERVICE_NAME,
     STATUS_DETAILS_KEY,
     check_request_type,
@@ -51,6 +53,9 @@ log = logging.getLogger("engine_runtime.service")
 
 DEADLINE_SLACK = 0.005
 """Seconds before its deadline within which a cancelled call counts as one whose deadline passed."""
+RETRY_PUSHBACK_MS = 50
+"""A refusal another replica may take (a limit reached, a drain) tells clients to retry after this (gRFC A6)."""
+_RETRYABLE = (Code.RESOURCE_EXHAUSTED, Code.UNAVAILABLE)
 
 ServicerContext = grpc.aio.ServicerContext[Any, Any]
 Finished = Callable[[Generation, Code], None]
@@ -82,6 +87,7 @@ class EngineService:
         self.kill_timeout = kill_timeout
         self.inflight = inflight if inflight is not None else InFlight()
         self.draining = False
+        self.served_by = ""  # this replica's address, sent as x-served-by (set once the server listens)
         # Leave room for the message's own framing under grpc's size limit.
         self._max_batch_bytes = max(1, min(DEFAULT_MAX_BATCH_BYTES, max_message_bytes // 2))
         self._max_message_bytes = max_message_bytes
@@ -175,7 +181,9 @@ class EngineService:
 
     def _refuse(self, context: ServicerContext, request: pb.GenerateRequest | None, error: EngineError) -> None:
         """Answer a call refused before its generation started, and tell the `on_refused` callbacks."""
-        _set_status(context, error)
+        # Nothing ran: a limit or a drain invites a retry elsewhere; bad input, unknown engines, duplicates none.
+        pushback = RETRY_PUSHBACK_MS if error.code in _RETRYABLE else -1
+        _set_status(context, error, ((PUSHBACK_KEY, str(pushback)),))
         # Only a served engine's name is reported: a client-chosen name would make unbounded metric labels.
         engine = request.engine if request is not None and request.engine in self.registry else ""
         for callback in self._refused:
@@ -215,7 +223,8 @@ class EngineService:
     async def _serve(self, generation: Generation, stream: LocalStream[bytes], context: ServicerContext) -> None:
         """Run one generation to its end, and end it: one :class:`Ending`, one status, one report."""
         try:
-            generation.end(await write_generation(generation, stream, context, self._max_message_bytes))
+            served_by = ((SERVED_BY_KEY, self.served_by),) if self.served_by else ()
+            generation.end(await write_generation(generation, stream, context, self._max_message_bytes, served_by))
         except asyncio.CancelledError:
             # The client cancelled, went away, or its deadline passed: grpc cancels this handler's task.
             if generation.finishing is not None:
@@ -286,9 +295,11 @@ class EngineService:
         return pb.ListEnginesResponse(engines=infos).SerializeToString()
 
 
-def _set_status(context: ServicerContext, error: EngineError) -> None:
+def _set_status(context: ServicerContext, error: EngineError, metadata: tuple[tuple[str, Any], ...] = ()) -> None:
     context.set_code(grpc.StatusCode[error.code.name])
     context.set_details(error.message)
     trailer = status_trailer(error)
     if trailer is not None:
-        context.set_trailing_metadata(((STATUS_DETAILS_KEY, trailer),))
+        metadata = (*metadata, (STATUS_DETAILS_KEY, trailer))
+    if metadata:
+        context.set_trailing_metadata(metadata)

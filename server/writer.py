@@ -37,8 +37,12 @@ class Call(Protocol):
     async def write(self, message: bytes, /) -> None: ...
 
 
-async def write_generation(generation: Generation, stream: LocalStream[bytes], call: Call, limit: int) -> Ending:
+async def write_generation(
+    generation: Generation, stream: LocalStream[bytes], call: Call, limit: int, metadata: Sequence[tuple[str, str]] = ()
+) -> Ending:
     """Write the stream's batches as they come, each message at most ``limit`` bytes; return how it ended.
+
+    The initial metadata names the generation (id, stop key) and adds ``metadata`` (the server's ``x-served-by``).
 
     Large items came through the server's output budget (:mod:`.budget`); a batch's share goes back once written.
 
@@ -46,7 +50,9 @@ async def write_generation(generation: Generation, stream: LocalStream[bytes], c
     is being written, :attr:`Generation.finishing` already holds the ending that message announced.
     """
     try:
-        await call.send_initial_metadata(((REQUEST_ID_KEY, generation.id), (STOP_KEY_KEY, generation.stop_key)))
+        await call.send_initial_metadata(
+            ((REQUEST_ID_KEY, generation.id), (STOP_KEY_KEY, generation.stop_key), *metadata)
+        )
         while True:
             batch = await stream.next_batch()
             reason = stream.finish_reason
