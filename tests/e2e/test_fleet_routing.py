@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import subprocess
 from collections.abc import Iterator
 from typing import Any
 
@@ -20,6 +21,7 @@ from engine_runtime.generated.xds.service.orca.v3 import orca_pb2, orca_pb2_grpc
 from engine_runtime.server.errors import Aborted, EngineNotFound, Unavailable
 from engine_runtime.server.stream import FinishReason, ResponseStream
 from tests.helpers import first_reply, generate_request
+from tests.processes import BIN
 
 ARGS = ["tests.engines:registry"]
 pytestmark = pytest.mark.asyncio
@@ -65,6 +67,29 @@ async def test_stop_by_id_through_the_fleet_target_reaches_the_owner_every_time(
         with pytest.raises(Aborted, match="killed by a stop request"):
             async for _ in live:
                 pass
+
+
+async def test_engine_client_stop_reaches_the_owner_through_the_fleet_target(three: Fleet) -> None:
+    async with EngineClient(three.target) as client:
+        probe = (await client.get("probe")).downcast(CountRequest, CountResponse)
+        assert probe is not None
+        streams = [remote(await probe.generate(CountRequest(delay_s=0.02))) for _ in range(3)]
+        assert {await s.served_by() for s in streams} == set(three.addresses)
+        for stream in streams:
+            assert await stream.next_batch()
+            command = [str(BIN / "engine-client"), "--target", three.target, "stop", stream.context.id]
+            done = await asyncio.to_thread(
+                subprocess.run, [*command, "--key", await stream.stop_key()], capture_output=True, text=True, timeout=60
+            )
+            assert done.returncode == 0, done.stderr
+            assert f"stop asked: generation {stream.context.id}" in done.stderr
+            async for _ in stream:
+                pass
+            assert stream.finish_reason is FinishReason.STOPPED
+        gone = await asyncio.to_thread(
+            subprocess.run, [*command, "--key", "x"], capture_output=True, text=True, timeout=60
+        )
+        assert gone.returncode != 0 and "NOT_FOUND" in gone.stderr and "Traceback" not in gone.stderr
 
 
 async def test_a_refused_call_is_retried_on_another_replica_and_a_started_one_never() -> None:
