@@ -54,7 +54,7 @@ class Transport:
             raise ValueError("at least one target is needed")
         self.targets = channel_targets(list(targets))
         self._credentials = _credentials(tls_ca, tls_cert, tls_key)
-        self._options = [("grpc.keepalive_time_ms", 30_000), ("grpc.keepalive_timeout_ms", 10_000), *options]
+        self._options = list(options)
         self.channels = [
             self._channel(t, FLEET_SERVICE_CONFIG if is_fleet(t) else SINGLE_SERVICE_CONFIG) for t in self.targets
         ]
@@ -63,7 +63,15 @@ class Transport:
         self._by_address: dict[str, grpc.aio.Channel] = {}
 
     def _channel(self, target: str, service_config: str, extra: Sequence[tuple[str, Any]] = ()) -> grpc.aio.Channel:
-        options = [("grpc.service_config", service_config), *extra, *self._options]
+        defaults = [
+            ("grpc.service_config", service_config),
+            ("grpc.keepalive_time_ms", 30_000),
+            ("grpc.keepalive_timeout_ms", 10_000),
+            *extra,
+        ]
+        # The caller's options win (grpc would take the first of two values): e.g. a service config of its own.
+        given = {key for key, _ in self._options}
+        options = [*(option for option in defaults if option[0] not in given), *self._options]
         if self._credentials is not None:
             return grpc.aio.secure_channel(target, self._credentials, options=options)
         return grpc.aio.insecure_channel(target, options=options)

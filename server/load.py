@@ -11,8 +11,10 @@ where either is 0 (the replica then gets the average weight). So both are floore
 - ``rps_fractional`` = generations started per second over the last :data:`RATE_WINDOW` seconds (or since the
   server started, if that is shorter, and at least one second), at least :data:`RPS_FLOOR`.
 
-An idle replica so weighs ``RPS_FLOOR / UTILIZATION_FLOOR`` = 100, more than a busy one (``capacity / mean stream
-seconds``, e.g. 100 / 10 s = 10), and new calls go to it first (docs/scaling.md).
+An idle replica so weighs ``RPS_FLOOR / UTILIZATION_FLOOR`` = 100, more than a loaded one (``rps * capacity /
+in flight``, e.g. 2/s * 100 / 20 = 10), and new calls go to it first. The long window keeps the rates of replicas
+that share the calls close, so that weights follow ``1 / in flight``: measured, it balances better than 10 s
+(docs/scaling.md).
 
 Example::
 
@@ -34,7 +36,7 @@ __all__ = ["DEFAULT_CAPACITY", "RATE_WINDOW", "RPS_FLOOR", "UTILIZATION_FLOOR", 
 
 DEFAULT_CAPACITY = 100
 """Generations in flight that count as full utilization (1.0) on a server without ``--max-concurrency``."""
-RATE_WINDOW = 10
+RATE_WINDOW = 60
 """Seconds over which ``rps_fractional`` counts the generations that started."""
 UTILIZATION_FLOOR = 0.001
 """The least ``application_utilization`` a serving replica reports (stock WRR ignores 0)."""

@@ -40,7 +40,7 @@ def test_the_rate_counts_starts_over_the_window_then_forgets_them() -> None:
     assert load.rate() == 4.0  # less than a second old: divided by one second, not by 0.5
     clock.now += 1.5
     assert load.rate() == 2.0  # two seconds old
-    clock.now += 20
+    clock.now += RATE_WINDOW
     for _ in range(30):
         load.started()
     assert load.rate() == pytest.approx(30 / RATE_WINDOW)
