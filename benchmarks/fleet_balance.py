@@ -10,7 +10,7 @@ Two figures, on real replicas from :mod:`benchmarks.fleet` (loopback hosts 127.0
   long: round-robin then sends every long stream to the same replica).
 - **scale-out**: 2 replicas behind a DNS name (:mod:`benchmarks.fleet_dns`) with ``--max-connection-age``,
   short calls at a steady rate, one replica added: when it gets its first call, and how many calls it gets
-  within one connection age of being added.
+  within one connection age of being added, and in the age after that.
 
 Loads are bounded in count and time and stay on loopback. The machine's load average is recorded beside the
 figures, since other work on a small machine moves them.
@@ -56,6 +56,7 @@ class Balance:
     p90_max_over_min: float
     samples_with_an_idle_replica: float  # share of samples where some replica had none
     mean_inflight_per_replica: list[float]
+    max_over_min_of_means: float  # of the time-averaged in flight per replica
 
 
 async def balance(target: str, policy: str, pattern: str, args: argparse.Namespace) -> Balance:
@@ -99,6 +100,7 @@ async def balance(target: str, policy: str, pattern: str, args: argparse.Namespa
         sampler.cancel()
         await asyncio.gather(*tasks)
     full = [max(s) / min(s) for s in samples if min(s) > 0]
+    means = [statistics.fmean(column) for column in zip(*samples, strict=True)]
     return Balance(
         policy=policy,
         pattern=pattern,
@@ -107,19 +109,22 @@ async def balance(target: str, policy: str, pattern: str, args: argparse.Namespa
         mean_max_over_min=round(statistics.fmean(full), 3) if full else float("inf"),
         p90_max_over_min=round(statistics.quantiles(full, n=10)[-1], 3) if len(full) > 1 else float("inf"),
         samples_with_an_idle_replica=round(1 - len(full) / max(1, len(samples)), 3),
-        mean_inflight_per_replica=[round(statistics.fmean(column), 2) for column in zip(*samples, strict=True)],
+        mean_inflight_per_replica=[round(m, 2) for m in means],
+        max_over_min_of_means=round(max(means) / min(means), 3) if min(means) > 0 else float("inf"),
     )
 
 
 @dataclass
 class ScaleOut:
-    """One scale-out run: the new replica's first call and its calls within one connection age."""
+    """One scale-out run: the new replica's first call, its calls within one connection age and in the next one."""
 
     connection_age_s: float
     rate: float
     first_call_after_s: float | None
     calls_within_one_age: int
     calls_total_within_one_age: int
+    calls_in_the_second_age: int
+    calls_total_in_the_second_age: int
 
 
 async def scale_out(args: argparse.Namespace) -> ScaleOut:
@@ -132,7 +137,7 @@ async def scale_out(args: argparse.Namespace) -> ScaleOut:
             added = await asyncio.to_thread(f.add)
             since = time.monotonic()
             served: list[tuple[float, str]] = []
-            while time.monotonic() - since < age:
+            while time.monotonic() - since < 2 * age:
                 stream = await echo.generate(EchoRequest(text="x"))
                 assert isinstance(stream, RemoteStream)
                 served.append((time.monotonic() - since, await stream.served_by()))
@@ -140,7 +145,16 @@ async def scale_out(args: argparse.Namespace) -> ScaleOut:
                     pass
                 await asyncio.sleep(1 / args.rate)
     new = [at for at, replica in served if replica == added.address]
-    return ScaleOut(age, args.rate, round(new[0], 3) if new else None, len(new), len(served))
+    first, second = [at for at, _ in served if at < age], [at for at, _ in served if at >= age]
+    return ScaleOut(
+        age,
+        args.rate,
+        round(new[0], 3) if new else None,
+        sum(at < age for at in new),
+        len(first),
+        sum(at >= age for at in new),
+        len(second),
+    )
 
 
 async def run(args: argparse.Namespace) -> dict[str, Any]:

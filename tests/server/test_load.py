@@ -47,3 +47,26 @@ def test_the_rate_counts_starts_over_the_window_then_forgets_them() -> None:
     clock.now += RATE_WINDOW + 1
     assert load.rate() == 0.0
     assert load.figures().rps == RPS_FLOOR
+
+
+def test_a_reader_gets_the_mean_in_flight_since_its_last_report() -> None:
+    clock, inflight = Clock(), InFlight()
+    load = Load(inflight, 10, clock=clock)
+    since = load.mark()
+    first = Generation(Context(), "echo")
+    inflight.add(first)
+    load.started(first)
+    clock.now += 1.0  # one in flight for 1 s
+    second = Generation(Context(), "echo")
+    inflight.add(second)
+    load.started(second)
+    clock.now += 1.0  # two for 1 s
+    inflight.remove(first)
+    load.finished(first)
+    inflight.remove(second)
+    load.finished(second)
+    clock.now += 2.0  # none for 2 s
+    assert load.figures(since).utilization == pytest.approx((1 + 2) / 4 / 10)
+    clock.now += 1.0
+    assert load.figures(since).utilization == UTILIZATION_FLOOR  # nothing since the last report
+    assert load.figures().utilization == UTILIZATION_FLOOR  # without a mark: the number now
