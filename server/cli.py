@@ -91,7 +91,8 @@ def _count(name: str, default: int, minimum: int, help: str) -> Callable[[F], F]
 @click.option(
     "--auth-token-file",
     type=click.Path(dir_okay=False),
-    help="File holding a token every call but health must carry as `authorization: Bearer <token>`.",
+    help="File holding a token every call but health and ORCA load reports must carry as "
+    "`authorization: Bearer <token>`.",
 )
 @_count("--max-concurrency", 0, 0, "Generations in flight; 0: no limit.")
 @_count("--max-engine-concurrency", 0, 0, "Generations in flight per engine; 0: no limit.")
