@@ -5,7 +5,9 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import itertools
 import subprocess
+import time
 from collections.abc import Iterator
 from typing import Any
 
@@ -195,3 +197,30 @@ async def test_new_calls_go_to_the_replica_that_is_not_loaded() -> None:
         logged = collections.Counter(r.index for r in f.replicas for rec in r.records() if rec.get("engine") == "echo")
         assert logged[0] + logged[1] == 80
         assert later[f[1].address] >= 34, (later, logged)  # at least 85% of the later calls
+
+
+async def test_orca_reports_of_a_real_replica_at_the_interval_asked() -> None:
+    with fleet(3, ARGS, [*OPTIONS, "--max-concurrency", "8"]) as f:
+        async with grpc.aio.insecure_channel(f[1].address) as channel:
+            stub = pbg.EngineServiceStub(channel)
+            calls = [stub.Generate(generate_request("probe", CountRequest(delay_s=0.05))) for _ in range(4)]
+            for call in calls:
+                await first_reply(call)
+            request = orca_pb2.OrcaLoadReportRequest()
+            request.report_interval.FromMilliseconds(200)
+            reports = orca_pb2_grpc.OpenRcaServiceStub(channel).StreamCoreMetrics(request, timeout=30)
+            got = []
+            async for report in reports:
+                got.append((time.monotonic(), report))
+                if len(got) == 4:
+                    break
+            reports.cancel()
+            for call in calls:
+                call.cancel()
+    gaps = [b - a for (a, _), (b, _) in itertools.pairwise(got)]
+    assert all(0.18 <= gap < 1.0 for gap in gaps), gaps
+    for _, report in got:
+        assert report.named_metrics["inflight"] == 4.0
+        assert report.named_metrics["queued"] == 0.0
+        assert report.application_utilization == pytest.approx(4 / 8, rel=0.05)  # averaged: four all along
+        assert report.rps_fractional >= 4 / 60
