@@ -22,7 +22,7 @@ from engine_runtime.generated.examples.v1.examples_pb2 import CountRequest, Coun
 from engine_runtime.generated.xds.service.orca.v3 import orca_pb2, orca_pb2_grpc
 from engine_runtime.server.errors import Aborted, EngineNotFound, Unavailable
 from engine_runtime.server.stream import FinishReason, ResponseStream
-from tests.helpers import first_reply, generate_request
+from tests.helpers import first_reply, generate_request, wait_not_serving
 from tests.processes import BIN
 
 ARGS = ["tests.engines:registry"]
@@ -224,3 +224,24 @@ async def test_orca_reports_of_a_real_replica_at_the_interval_asked() -> None:
         assert report.named_metrics["queued"] == 0.0
         assert report.application_utilization == pytest.approx(4 / 8, rel=0.05)  # averaged: four all along
         assert report.rps_fractional >= 4 / 60
+
+
+async def test_a_draining_replica_gets_no_new_calls_and_nothing_fails() -> None:
+    with fleet(3, ARGS, [*OPTIONS, "--drain-timeout", "30"]) as f:
+        async with EngineClient(f.target) as client, grpc.aio.insecure_channel(f[0].address) as channel:
+            echo = (await client.get("echo")).downcast(EchoRequest, EchoResponse)
+            assert echo is not None
+            # A stream keeps replica 0 draining while the calls are made.
+            hold: Any = pbg.EngineServiceStub(channel).Generate(generate_request("probe", CountRequest(delay_s=0.05)))
+            await first_reply(hold)
+            f.drain(0)
+            await wait_not_serving(channel, "engine.v1.EngineService")
+            served: collections.Counter[str] = collections.Counter()
+            for _ in range(20):
+                stream = remote(await echo.generate(EchoRequest(text="x")))
+                assert [item.text async for item in stream] == ["x"]
+                served[await stream.served_by()] += 1
+            hold.cancel()
+        assert f[0].address not in served and sum(served.values()) == 20
+        # The client's health checks dropped it from the pick: at most a call racing the NOT_SERVING was refused.
+        assert len([rec for rec in f[0].records() if rec.get("finish") == "refused"]) <= 1
