@@ -31,10 +31,13 @@ STOP_TIMEOUT = 10.0
 
 
 class EngineClient:
-    """A client of one server, or of several replicas with calls spread over them in turn.
+    """A client of one server, or of a fleet of replicas with calls steered to the least-loaded.
 
-    ``target`` is ``host:port``, ``unix:PATH``, ``dns:///host:port`` (every address the name resolves to, in
-    round-robin), or a list (or comma-separated string) of those. ``tls_ca`` turns on TLS (``tls_cert`` and
+    ``target`` is ``host:port``, ``unix:PATH``, ``dns:///host:port`` (every address the name resolves to),
+    ``ipv4:HOST:PORT,HOST:PORT``, or a list (or comma-separated string) of those. A fleet target (a ``dns:`` name,
+    an ``ipv4:``/``ipv6:`` list, several IP addresses) gets weighted round-robin over the replicas' load reports
+    and retries of calls refused before they started (docs/scaling.md); other lists are taken in turn. ``options``
+    are grpc channel arguments, and win over the client's own. ``tls_ca`` turns on TLS (``tls_cert`` and
     ``tls_key`` add a client certificate, for mutual TLS); ``token`` (or ``token_file``) is sent as
     ``authorization: Bearer <token>``. ``connect_timeout`` bounds the wait for every target on entry;
     ``timeout`` is the deadline of each call (None: none).
