@@ -88,6 +88,8 @@ class Transport:
 
     def _address_channel(self, address: str) -> grpc.aio.Channel:
         """A channel to one replica, kept for the next ``Stop``; TLS still checks the fleet's own name."""
+        if address in self.targets:
+            return self.channels[self.targets.index(address)]  # a single server's own channel
         if address not in self._by_address:
             names = [name[0] for name in map(dns_name, self.targets) if name is not None]
             tls_name = [("grpc.ssl_target_name_override", names[0])] if names and self._credentials else []
