@@ -28,7 +28,7 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -71,6 +71,7 @@ class Replica:
         self.host = host
         self.address = ""
         self.lines: list[str] = []
+        self._new_line = threading.Condition()
         self._listening = threading.Event()
         launch = [sys.executable, "-c", _LAUNCH, *command] if sys.platform == "linux" else list(command)
         self.proc = subprocess.Popen(
@@ -88,11 +89,28 @@ class Replica:
     def _read(self) -> None:
         assert self.proc.stdout is not None
         for line in self.proc.stdout:
-            self.lines.append(line)
+            with self._new_line:
+                self.lines.append(line)
+                self._new_line.notify_all()
             if not self.address and (match := LISTENING.search(line)):
                 self.address = match.group(1)
                 self._listening.set()
         self._listening.set()  # gone: wake whoever waits, the address stays empty
+        with self._new_line:
+            self._new_line.notify_all()
+
+    def wait_for_record(self, predicate: Callable[[dict[str, Any]], bool], timeout: float = 10.0) -> dict[str, Any]:
+        """The first JSON log record (``--log-format json``) that satisfies ``predicate``, within ``timeout``."""
+        deadline = time.monotonic() + timeout
+        with self._new_line:
+            while True:
+                for record in self.records():
+                    if predicate(record):
+                        return record
+                remaining = deadline - time.monotonic()
+                if remaining <= 0 or (not self.alive and not self._reader.is_alive()):
+                    raise FleetError(f"replica {self.index} logged no such record: {self.last_lines()}")
+                self._new_line.wait(min(remaining, 1.0))
 
     def wait_serving(self, timeout: float = START_TIMEOUT) -> str:
         """The replica's address once its health service answers SERVING; :class:`FleetError` otherwise."""
@@ -152,7 +170,9 @@ class Fleet:
         env: Mapping[str, str] | None = None,
         replica_args: Mapping[int, Sequence[str]] | None = None,
         replica_env: Mapping[int, Mapping[str, str]] | None = None,
+        same_port: bool = False,
     ) -> None:
+        self.same_port = same_port
         self.targets = list(targets)
         self.args = list(args)
         self.env = dict(env or {})
@@ -166,7 +186,9 @@ class Fleet:
         host = f"127.0.0.{index + 2}"
         script = Path(sys.executable).parent / "engine-server"
         extra = [*self.replica_args.get(index, ()), *args]
-        command = [str(script), *self.targets, "--host", host, "--port", "0", *self.args, *extra]
+        # With same_port, every replica takes the first one's port on its own host (as pods behind one DNS name).
+        port = str(self.port) if self.same_port and self.replicas else "0"
+        command = [str(script), *self.targets, "--host", host, "--port", port, *self.args, *extra]
         environment = {**self.env, **self.replica_env.get(index, {}), **(env or {})}
         replica = Replica(index, host, command, environment)
         self.replicas.append(replica)
@@ -183,6 +205,16 @@ class Fleet:
     def addresses(self) -> list[str]:
         """Every started replica's ``host:port``, in start order (dead ones included)."""
         return [r.address for r in self.replicas]
+
+    @property
+    def port(self) -> int:
+        """The first replica's port (every replica's, with ``same_port``)."""
+        return int(self.replicas[0].address.rpartition(":")[2])
+
+    @property
+    def live_hosts(self) -> list[str]:
+        """The hosts of the replicas that run (what a DNS name of the fleet resolves to)."""
+        return [r.host for r in self.replicas if r.alive]
 
     @property
     def target(self) -> str:
@@ -220,10 +252,11 @@ def fleet(
     env: Mapping[str, str] | None = None,
     replica_args: Mapping[int, Sequence[str]] | None = None,
     replica_env: Mapping[int, Mapping[str, str]] | None = None,
+    same_port: bool = False,
 ) -> Iterator[Fleet]:
     """``count`` serving replicas (``targets``, ``args`` and ``env`` for all; ``replica_args``/``replica_env``
-    by index for some), every one killed on the way out."""
-    started = Fleet(targets, args, env, replica_args, replica_env)
+    by index for some; ``same_port``: all on the first one's port), every one killed on the way out."""
+    started = Fleet(targets, args, env, replica_args, replica_env, same_port)
     try:
         for _ in range(count):
             started.add()

@@ -52,7 +52,13 @@ def _client(ctx: click.Context) -> EngineClient:
 # The connection options, accepted before the subcommand (`engine-client --timeout 1 generate ...`) and after it
 # (`engine-client generate ... --timeout 1`): written once, applied to the group and to every subcommand.
 _CONNECTION: list[tuple[str, dict[str, Any]]] = [
-    ("--target", {"help": "host:port, unix:PATH, dns:///host:port, or a comma list. [default: 127.0.0.1:50051]"}),
+    (
+        "--target",
+        {
+            "help": "host:port, unix:PATH, dns:///host:port, ipv4:HOST:PORT,HOST:PORT, or a comma list. "
+            "[default: 127.0.0.1:50051]"
+        },
+    ),
     ("--tls-ca", {"type": click.Path(dir_okay=False, exists=True), "help": "PEM CA bundle: connect with TLS."}),
     ("--token-file", {"type": click.Path(dir_okay=False, exists=True), "help": "File with the bearer token."}),
     ("--timeout", {"type": click.FloatRange(0, min_open=True), "help": "Deadline of each call, in seconds."}),
@@ -207,7 +213,7 @@ def generate(
 @click.option("--kill", is_flag=True, help="Kill it instead of asking for a graceful stop.")
 @click.pass_context
 def stop(ctx: click.Context, request_id: str, key: str, kill: bool) -> None:
-    """Stop (or kill) the generation REQUEST_ID on whichever target runs it."""
+    """Stop (or kill) the generation REQUEST_ID on whichever replica of the target runs it."""
 
     async def run() -> None:
         async with _client(ctx) as client:

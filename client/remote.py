@@ -21,11 +21,7 @@ from engine_runtime.server import tracing
 from engine_runtime.server.context import Context
 from engine_runtime.server.engine import AnyEngine, Engine, Req, Resp
 from engine_runtime.server.errors import DataLoss, EngineError, EngineFailed
-from engine_runtime.server.protocol import (
-    STOP_KEY_KEY,
-    TYPE_URL_PREFIX,
-    check_request_type,
-)
+from engine_runtime.server.protocol import SERVED_BY_KEY, STOP_KEY_KEY, TYPE_URL_PREFIX, check_request_type
 from engine_runtime.server.stream import FinishReason, ResponseStream
 
 from .migration import Migrations, Moves, Resend
@@ -219,6 +215,16 @@ class RemoteStream(ResponseStream[Any]):
             key = await stream.stop_key()      # hand it, with stream.context.id, to whoever may stop it
         """
         return (await self._call.initial_metadata()).get(STOP_KEY_KEY, "")
+
+    async def served_by(self) -> str:
+        """The address of the replica running the generation (its ``x-served-by``); ``""`` if it was refused.
+
+        Example::
+
+            stream = await engine.generate(request)
+            print(await stream.served_by())    # '10.1.2.3:50051': which replica of the fleet took it
+        """
+        return (await self._call.initial_metadata()).get(SERVED_BY_KEY, "")
 
     async def next_batch(self) -> list[Any]:
         while True:

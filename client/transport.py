@@ -1,7 +1,8 @@
 """Channels to one or more servers, and the calls made on them: the only client module that speaks grpc.aio.
 
-It knows targets, TLS, bearer tokens, the connect timeout and round-robin, and it turns every failed call
-into the :class:`~engine_runtime.server.errors.EngineError` subclass of its status (with the engine's typed
+It knows targets, TLS, bearer tokens, the connect timeout and the balancing of :mod:`.routing` (weighted
+round-robin and retries over a fleet target, each replica reachable by address for ``Stop``), and it turns every
+failed call into the :class:`~engine_runtime.server.errors.EngineError` subclass of its status (with the engine's typed
 detail decoded), so the rest of the client deals in engine terms only.
 """
 
@@ -10,7 +11,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import itertools
-import json
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, TypeVar
@@ -22,16 +22,23 @@ from engine_runtime.generated.engine.v1 import engine_pb2 as pb
 from engine_runtime.server.errors import EngineError, Unavailable
 from engine_runtime.server.protocol import SESSION, error_from_status
 
+from .routing import (
+    FLEET_SERVICE_CONFIG,
+    SINGLE_SERVICE_CONFIG,
+    channel_targets,
+    dns_name,
+    is_fleet,
+    replica_addresses,
+)
+
 __all__ = ["SessionCall", "Transport"]
 
 M = TypeVar("M", bound=Message)
 
-# A `dns:///` name may resolve to several replicas (a headless Service): spread calls over all of them.
-_ROUND_ROBIN = json.dumps({"loadBalancingConfig": [{"round_robin": {}}]})
-
 
 class Transport:
-    """One channel per target; calls are spread over the targets in turn (client-side round-robin)."""
+    """One channel per target (IP literals joined into one ``ipv4:`` target), calls spread over them in turn;
+    within a fleet target (:func:`.routing.is_fleet`) grpc's weighted round-robin picks the replica."""
 
     def __init__(
         self,
@@ -45,10 +52,19 @@ class Transport:
     ) -> None:
         if not targets:
             raise ValueError("at least one target is needed")
-        self.targets = list(targets)
-        credentials = _credentials(tls_ca, tls_cert, tls_key)
-        channel_options = [
-            ("grpc.service_config", _ROUND_ROBIN),
+        self.targets = channel_targets(list(targets))
+        self._credentials = _credentials(tls_ca, tls_cert, tls_key)
+        self._options = list(options)
+        self.channels = [
+            self._channel(t, FLEET_SERVICE_CONFIG if is_fleet(t) else SINGLE_SERVICE_CONFIG) for t in self.targets
+        ]
+        self.metadata: tuple[tuple[str, str], ...] = (("authorization", f"Bearer {token}"),) if token else ()
+        self._turn = itertools.cycle(range(len(self.channels)))
+        self._by_address: dict[str, grpc.aio.Channel] = {}
+
+    def _channel(self, target: str, service_config: str, extra: Sequence[tuple[str, Any]] = ()) -> grpc.aio.Channel:
+        defaults = [
+            ("grpc.service_config", service_config),
             # A frozen replica (SIGSTOP, a hung host) is found by an unanswered ping: within the ping timeout while
             # data flows (grpc's own flow-control pings), within keepalive time + timeout on an idle stream. 10 s
             # stays above the server's ping policy (5 s, server/options.py); docs/client.md has the measurements.
@@ -58,16 +74,34 @@ class Transport:
             # By default a client stops pinging after two pings without sending data, which a server-streaming
             # call never does: an idle stream's frozen replica was then found only after about a minute.
             ("grpc.http2.max_pings_without_data", 0),
-            *options,
+            *extra,
         ]
-        self.channels = [
-            grpc.aio.secure_channel(t, credentials, options=channel_options)
-            if credentials is not None
-            else grpc.aio.insecure_channel(t, options=channel_options)
-            for t in self.targets
-        ]
-        self.metadata: tuple[tuple[str, str], ...] = (("authorization", f"Bearer {token}"),) if token else ()
-        self._turn = itertools.cycle(range(len(self.channels)))
+        # The caller's options win (grpc would take the first of two values): e.g. a service config of its own.
+        given = {key for key, _ in self._options}
+        options = [*(option for option in defaults if option[0] not in given), *self._options]
+        if self._credentials is not None:
+            return grpc.aio.secure_channel(target, self._credentials, options=options)
+        return grpc.aio.insecure_channel(target, options=options)
+
+    async def replica_addresses(self) -> list[str]:
+        """Every replica address the targets stand for now (``dns:`` names resolved afresh)."""
+        found: list[str] = []
+        for target in self.targets:
+            try:
+                found += await asyncio.to_thread(replica_addresses, target)
+            except OSError as error:
+                raise Unavailable(f"cannot resolve {target}: {error}") from None
+        return list(dict.fromkeys(found))
+
+    def _address_channel(self, address: str) -> grpc.aio.Channel:
+        """A channel to one replica, kept for the next ``Stop``; TLS still checks the fleet's own name."""
+        if address in self.targets:
+            return self.channels[self.targets.index(address)]  # a single server's own channel
+        if address not in self._by_address:
+            names = [name[0] for name in map(dns_name, self.targets) if name is not None]
+            tls_name = [("grpc.ssl_target_name_override", names[0])] if names and self._credentials else []
+            self._by_address[address] = self._channel(address, SINGLE_SERVICE_CONFIG, tls_name)
+        return self._by_address[address]
 
     def _next_channel(self) -> grpc.aio.Channel:
         return self.channels[next(self._turn)]
@@ -87,10 +121,10 @@ class Transport:
             raise Unavailable(f"cannot connect to {', '.join(failed)} within {timeout:g}s")
 
     async def unary(
-        self, method: str, request: Message, response: type[M], *, timeout: float | None, target: int | None = None
+        self, method: str, request: Message, response: type[M], *, timeout: float | None, address: str | None = None
     ) -> M:
-        """Call a unary ``method`` on the next target (or on ``channels[target]``); failures raise EngineError."""
-        channel = self._next_channel() if target is None else self.channels[target]
+        """Call a unary ``method`` on the next target (or on the replica at ``address``); failures raise EngineError."""
+        channel = self._next_channel() if address is None else self._address_channel(address)
         call: Any = channel.unary_unary(
             method, request_serializer=type(request).SerializeToString, response_deserializer=response.FromString
         )
@@ -115,7 +149,7 @@ class Transport:
         return SessionCall(call, engine, error_class)
 
     async def close(self) -> None:
-        await asyncio.gather(*(channel.close() for channel in self.channels))
+        await asyncio.gather(*(channel.close() for channel in [*self.channels, *self._by_address.values()]))
 
 
 class SessionCall:

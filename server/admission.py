@@ -33,13 +33,7 @@ if TYPE_CHECKING:
     from .context import Link
     from .inflight import Generation
 
-__all__ = ["DEADLINE_MARGIN", "PUSHBACK_CODES", "PUSHBACK_MS", "Admission", "Place", "QueueFull"]
-
-PUSHBACK_MS = 100
-"""``grpc-retry-pushback-ms`` of a call refused or ended by the queue before its engine started: long enough
-not to hammer a saturated replica, short enough that a retry landing on another one is hardly delayed."""
-PUSHBACK_CODES = (Code.RESOURCE_EXHAUSTED, Code.UNAVAILABLE)
-"""The codes that carry the pushback when nothing ran: another replica may well serve the call (gRFC A6)."""
+__all__ = ["DEADLINE_MARGIN", "Admission", "Place", "QueueFull"]
 
 DEADLINE_MARGIN = 0.02
 """Seconds before its deadline at which a still-queued call ends DEADLINE_EXCEEDED naming the time it waited:

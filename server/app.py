@@ -25,12 +25,15 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
 from . import tracing
+from .advertise import advertised_address
 from .budget import DEFAULT_MAX_OUTPUT_BYTES
 from .health import EngineHealthChecks
 from .health_service import HealthService
 from .inflight import InFlight
+from .load import Load
 from .metrics import MetricsEndpoint, MetricsStartError, ServerMetrics
 from .options import channel_options
+from .orca_service import OrcaService
 from .protocol import SERVICE_NAME
 from .pump import DEFAULT_KILL_TIMEOUT
 from .registry import EngineRegistry
@@ -52,6 +55,7 @@ class ServerConfig:
     """Everything ``engine-server`` can set; see docs/operations.md for each option."""
 
     host: str = "127.0.0.1"
+    advertise_address: str | None = None  # x-served-by; None: the listening address (see advertised_address)
     port: int = 50051
     uds: str | None = None
     no_tcp: bool = False
@@ -68,6 +72,8 @@ class ServerConfig:
     max_streams_per_connection: int = 1024
     max_connections: int = 0  # 0: what the process's file limit leaves (see default_max_connections)
     max_connection_idle: float = 300.0
+    max_connection_age: float = 0.0  # 0: connections live on (no GOAWAY for age)
+    max_connection_age_grace: float = 0.0  # 0: calls on an aged connection may run to their end
     max_output_bytes: int = DEFAULT_MAX_OUTPUT_BYTES
     engine_threads: int = DEFAULT_ENGINE_THREADS
     loop_stall_warning: float = 0.1  # 0: no watchdog
@@ -105,6 +111,10 @@ class EngineServer:
             max_output_bytes=config.max_output_bytes,
         )
         self.health = HealthService()
+        self.load = Load(self.inflight, config.max_concurrency, queued=self.inflight.queued)
+        self.service.on_started(self.load.started)
+        self.service.on_finished(self.load.finished)
+        self.orca = OrcaService(self.load)
         self.metrics = ServerMetrics() if config.metrics_port is not None else None
         if self.metrics is not None:
             self.metrics.attach(self.service)
@@ -133,7 +143,7 @@ class EngineServer:
         if c.no_tcp and not c.uds:
             raise StartupError("--no-tcp needs --uds PATH: there would be nothing to listen on")
         server = grpc.aio.server(options=channel_options(self.config), interceptors=self._interceptors())
-        server.add_generic_rpc_handlers([self.service.handler()])
+        server.add_generic_rpc_handlers([self.service.handler(), self.orca.handler()])
         health_pb2_grpc.add_HealthServicer_to_server(self.health, server)
         reflection.enable_server_reflection(
             [SERVICE_NAME, health_pb2.DESCRIPTOR.services_by_name["Health"].full_name, reflection.SERVICE_NAME],
@@ -157,6 +167,7 @@ class EngineServer:
             self.addresses.append(f"{host}:{port}")
         if c.uds:
             self.addresses.append(self._bind_uds(server, c.uds, credentials))
+        self.service.served_by = advertised_address(c, self.port, self.addresses)
         if self.metrics is not None and c.metrics_port is not None:
             try:
                 self._metrics_endpoint = self.metrics.serve(c.host, c.metrics_port)

@@ -1,4 +1,7 @@
-"""Bearer-token authentication for every call but health, which stays open for probes.
+"""Bearer-token authentication for every call but health, which stays open for probes, and the ORCA load reports.
+
+A balancer's out-of-band load report stream (gRFC A51) is opened by the client's load-balancing policy itself,
+which sends no per-call metadata, so it cannot carry the token; what it reads is the replica's load, no data.
 
 The token is compared in constant time and never logged or echoed: a refused call learns only that its token
 was missing or wrong.
@@ -15,6 +18,7 @@ import grpc
 __all__ = ["TokenAuth"]
 
 HEALTH_PREFIX = "/grpc.health.v1.Health/"
+ORCA_PREFIX = "/xds.service.orca.v3.OpenRcaService/"
 DENIED = "missing or invalid authorization token (expected metadata `authorization: Bearer <token>`)"
 
 
@@ -23,7 +27,7 @@ async def _deny(request: Any, context: grpc.aio.ServicerContext[Any, Any]) -> No
 
 
 class TokenAuth(grpc.aio.ServerInterceptor):
-    """Requires ``authorization: Bearer <token>`` on every call except ``grpc.health.v1.Health``."""
+    """Requires ``authorization: Bearer <token>`` on every call except health and ORCA load reports."""
 
     def __init__(self, token: str) -> None:
         self._expected = f"Bearer {token}".encode()
@@ -34,7 +38,7 @@ class TokenAuth(grpc.aio.ServerInterceptor):
         handler_call_details: grpc.HandlerCallDetails,
     ) -> grpc.RpcMethodHandler[Any, Any] | None:
         handler = await continuation(handler_call_details)
-        if handler_call_details.method.startswith(HEALTH_PREFIX) or handler is None:
+        if handler_call_details.method.startswith((HEALTH_PREFIX, ORCA_PREFIX)) or handler is None:
             return handler
         given = b""
         for key, value in handler_call_details.invocation_metadata or ():

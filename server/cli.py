@@ -67,6 +67,10 @@ def _count(name: str, default: int, minimum: int, help: str) -> Callable[[F], F]
     help="TOML file with option values (keys as the long options).",
 )
 @click.option("--host", default="127.0.0.1", help="Address to bind; 0.0.0.0 or :: to listen beyond this machine.")
+@click.option(
+    "--advertise-address",
+    help="HOST:PORT clients dial to reach this replica, sent as x-served-by (for Stop); default: the one listened on.",
+)
 @click.option("--port", default=50051, type=click.IntRange(0, 65535), help="TCP port; 0 picks a free one.")
 @click.option("--uds", type=click.Path(dir_okay=False), help="Also listen on this unix socket (owner-only).")
 @click.option("--no-tcp", is_flag=True, help="Listen on the unix socket only.")
@@ -87,7 +91,8 @@ def _count(name: str, default: int, minimum: int, help: str) -> Callable[[F], F]
 @click.option(
     "--auth-token-file",
     type=click.Path(dir_okay=False),
-    help="File holding a token every call but health must carry as `authorization: Bearer <token>`.",
+    help="File holding a token every call but health and ORCA load reports must carry as "
+    "`authorization: Bearer <token>`.",
 )
 @_count("--max-concurrency", 0, 0, "Generations in flight; 0: no limit.")
 @_count("--max-engine-concurrency", 0, 0, "Generations in flight per engine; 0: no limit (max_concurrency= wins).")
@@ -116,6 +121,18 @@ def _count(name: str, default: int, minimum: int, help: str) -> Callable[[F], F]
 @_count("--max-streams-per-connection", 1024, 1, "Streams one connection may have open (MAX_CONCURRENT_STREAMS).")
 @_count("--max-connections", 0, 0, "Connections accepted at once; 0: the soft file limit less 64 kept for the server.")
 @_seconds("--max-connection-idle", 300.0, 0.1, "Seconds without a call before a connection is closed (GOAWAY).")
+@_seconds(
+    "--max-connection-age",
+    0.0,
+    0,
+    "Seconds before a connection is sent a GOAWAY, so clients reconnect and re-resolve (gRFC A9); 0: never.",
+)
+@_seconds(
+    "--max-connection-age-grace",
+    0.0,
+    0,
+    "Seconds calls may run on a connection past its age before it is closed; 0: until they end.",
+)
 @_seconds("--keepalive-time", 30.0, 0.1, "Seconds between keepalive pings.")
 @_seconds("--ping-timeout", 10.0, 0.1, "Seconds without a ping answer before a client counts as gone (and is killed).")
 @_seconds("--engine-health-interval", 10.0, 0.1, "Seconds between runs of an idle engine's declared health request.")
@@ -165,6 +182,7 @@ def _server_config(options: dict[str, Any]) -> ServerConfig:
             raise StartupError("--auth-token-file is empty")
     return ServerConfig(
         host=options["host"],
+        advertise_address=options["advertise_address"],
         port=options["port"],
         uds=options["uds"],
         no_tcp=options["no_tcp"],
@@ -181,6 +199,8 @@ def _server_config(options: dict[str, Any]) -> ServerConfig:
         max_streams_per_connection=options["max_streams_per_connection"],
         max_connections=options["max_connections"],
         max_connection_idle=options["max_connection_idle"],
+        max_connection_age=options["max_connection_age"],
+        max_connection_age_grace=options["max_connection_age_grace"],
         max_output_bytes=options["max_output_bytes"],
         worker_heartbeat_timeout=options["worker_heartbeat_timeout"],
         keepalive_time=options["keepalive_time"],

@@ -27,6 +27,18 @@ def default_max_connections() -> int:
     return max(16, soft - _RESERVED_FILES)
 
 
+def _connection_age(c: ServerConfig) -> list[tuple[str, int]]:
+    """gRFC A9: a GOAWAY after ``max_connection_age`` (with grpc's own +-10% jitter), so that clients reconnect
+    and re-resolve, and replicas added by a scale-out get their share. The grace bounds the calls still running
+    on the old connection; without one (0) they run to their end, never cut by the age."""
+    if not c.max_connection_age:
+        return []
+    options = [("grpc.max_connection_age_ms", int(c.max_connection_age * 1000))]
+    if c.max_connection_age_grace:
+        options.append(("grpc.max_connection_age_grace_ms", int(c.max_connection_age_grace * 1000)))
+    return options
+
+
 def channel_options(c: ServerConfig) -> list[tuple[str, Any]]:
     """The grpc server's channel arguments for ``c``."""
     ping_ms = int(c.ping_timeout * 1000)
@@ -48,6 +60,7 @@ def channel_options(c: ServerConfig) -> list[tuple[str, Any]]:
         ("grpc.max_allowed_incoming_connections", c.max_connections or default_max_connections()),
         # A connection with no call for this long gets a GOAWAY: idle sockets do not pile up.
         ("grpc.max_connection_idle_ms", int(c.max_connection_idle * 1000)),
+        *_connection_age(c),
         # Bounds what one request's headers may hold (a HEADERS + CONTINUATION flood; docs/operations.md).
         ("grpc.max_metadata_size", MAX_METADATA_BYTES),
         *c.extra_options,

@@ -4,8 +4,8 @@ Everything the two sides must agree on and that the generated code does not alre
 
 - the service's name and method paths;
 - the type-URL prefix of every ``google.protobuf.Any`` and the request-type check;
-- the metadata keys (``x-request-id``, ``x-stop-key``, ``x-continue-elsewhere``, the rich-status trailer, the
-  retry pushback);
+- the metadata keys (``x-request-id``, ``x-stop-key``, ``x-served-by``, ``x-continue-elsewhere``, the rich-status
+  trailer, the retry pushback);
 - status codes and :class:`~.errors.EngineError` subclasses, in both directions (:func:`error_for` and each
   subclass's ``default_code``), and the rich status (``google.rpc.Status``) that carries an error's ``detail``.
 
@@ -35,7 +35,10 @@ __all__ = [
     "LIST_ENGINES",
     "MAX_ECHO",
     "PUSHBACK_KEY",
+    "PUSHBACK_MS",
     "REQUEST_ID_KEY",
+    "RETRYABLE_CODES",
+    "SERVED_BY_KEY",
     "SERVICE_NAME",
     "SESSION",
     "STATUS_DETAILS_KEY",
@@ -45,6 +48,7 @@ __all__ = [
     "check_request_type",
     "error_for",
     "error_from_status",
+    "pushback_for",
     "shorten",
     "status_trailer",
     "type_name",
@@ -65,10 +69,19 @@ STOP_KEY_KEY = "x-stop-key"
 CONTINUE_ELSEWHERE_KEY = "x-continue-elsewhere"
 """Trailing metadata of a resumable generation the drain handed off (status UNAVAILABLE): how many items of the
 generation the client has (decimal). Re-send the same request with that ``resume_from`` to another replica."""
-PUSHBACK_KEY = "grpc-retry-pushback-ms"
-"""Trailing metadata (gRFC A6) of a call that ended before its engine ran: milliseconds to wait before a retry."""
 STATUS_DETAILS_KEY = "grpc-status-details-bin"
 """Trailing metadata: a serialized ``google.rpc.Status`` whose details hold the engine's typed error."""
+PUSHBACK_KEY = "grpc-retry-pushback-ms"
+"""Trailing metadata of a call that ended before its engine ran (gRFC A6): retry after this many ms, or,
+negative, do not retry (:func:`pushback_for`)."""
+PUSHBACK_MS = 100
+"""The pushback of a call another replica may take: long enough not to hammer a saturated replica, short enough
+that a retry landing elsewhere is hardly delayed."""
+RETRYABLE_CODES = (Code.RESOURCE_EXHAUSTED, Code.UNAVAILABLE)
+"""Refusals another replica may serve (a limit, a full queue, a drain); bad input, an unknown engine or a
+duplicate id fail the same way everywhere."""
+SERVED_BY_KEY = "x-served-by"
+"""Initial metadata of every generation: the address of the replica that runs it (``Stop`` it there)."""
 
 _BY_CODE: dict[Code, Callable[[str, Message | None], EngineError]] = {
     cls.default_code: cls
@@ -83,6 +96,11 @@ _BY_CODE: dict[Code, Callable[[str, Message | None], EngineError]] = {
         errors.DataLoss,
     )
 }
+
+
+def pushback_for(code: Code) -> tuple[str, str]:
+    """The ``grpc-retry-pushback-ms`` trailer of a call that ended with ``code`` before its engine ran."""
+    return PUSHBACK_KEY, str(PUSHBACK_MS) if code in RETRYABLE_CODES else "-1"
 
 
 def error_for(code: Any, message: str, detail: Message | None = None) -> EngineError:

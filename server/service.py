@@ -28,7 +28,7 @@ import grpc
 
 from engine_runtime.generated.engine.v1 import engine_pb2 as pb
 
-from .admission import PUSHBACK_CODES, PUSHBACK_MS, Place, QueueFull
+from .admission import Place
 from .budget import DEFAULT_MAX_OUTPUT_BYTES, OutputBudget
 from .context import Context, validate_request_id
 from .descriptors import engine_info
@@ -38,10 +38,11 @@ from .inflight import Generation, InFlight
 from .outcome import Cause, Ending, How, status_of
 from .protocol import (
     CONTINUE_ELSEWHERE_KEY,
-    PUSHBACK_KEY,
+    SERVED_BY_KEY,
     SERVICE_NAME,
     STATUS_DETAILS_KEY,
     check_request_type,
+    pushback_for,
     status_trailer,
     type_name,
 )
@@ -89,6 +90,7 @@ class EngineService:
         self.kill_timeout = kill_timeout
         self.inflight = inflight if inflight is not None else InFlight()
         self.draining = False
+        self.served_by = ""  # this replica's address, sent as x-served-by (set once the server listens)
         self._max_message_bytes = max_message_bytes
         # What each engine's pump gets; the batch leaves room for the message's framing under grpc's size limit.
         max_batch_bytes = max(1, min(DEFAULT_MAX_BATCH_BYTES, max_message_bytes // 2))
@@ -193,7 +195,8 @@ class EngineService:
 
     def _refuse(self, context: ServicerContext, request: pb.GenerateRequest | None, error: EngineError) -> None:
         """Answer a call refused before its generation started, and tell the `on_refused` callbacks."""
-        _set_status(context, error, isinstance(error, QueueFull))
+        # Nothing ran: a limit or a drain invites a retry elsewhere; bad input, unknown engines, duplicates none.
+        _set_status(context, error, pushback=True)
         # Only a served engine's name is reported: a client-chosen name would make unbounded metric labels.
         engine = request.engine if request is not None and request.engine in self.registry else ""
         for callback in self._refused:
@@ -227,7 +230,8 @@ class EngineService:
             if place is None:  # admitted at once: the engine gets going while the initial metadata is sent
                 stream = await self._start(admitted)
             # At once, even for a call that waits: its client learns the id and stop key, and can Stop it there.
-            await context.send_initial_metadata(initial_metadata(generation))
+            served_by = ((SERVED_BY_KEY, self.served_by),) if self.served_by else ()
+            await context.send_initial_metadata(initial_metadata(generation, served_by))
             if place is not None:
                 ending = await self.inflight.admission.wait(place, context.time_remaining())
                 if ending is not None:  # it left the queue without running
@@ -321,8 +325,8 @@ def _set_status(
     trailer = status_trailer(error)
     if trailer is not None:
         trailing.append((STATUS_DETAILS_KEY, trailer))
-    if pushback and error.code in PUSHBACK_CODES:
-        trailing.append((PUSHBACK_KEY, str(PUSHBACK_MS)))
+    if pushback:
+        trailing.append(pushback_for(error.code))
     trailing.extend(extra)
     if trailing:
         context.set_trailing_metadata(tuple(trailing))

@@ -37,10 +37,10 @@ class Call(Protocol):
     async def write(self, message: bytes, /) -> None: ...
 
 
-def initial_metadata(generation: Generation) -> tuple[tuple[str, str], ...]:
+def initial_metadata(generation: Generation, extra: tuple[tuple[str, str], ...] = ()) -> tuple[tuple[str, str], ...]:
     """The initial metadata of every generation's call, sent at once (before it waits in a queue): the one place
-    it is built."""
-    return ((REQUEST_ID_KEY, generation.id), (STOP_KEY_KEY, generation.stop_key))
+    it is built. ``extra`` is the server's own (``x-served-by``)."""
+    return ((REQUEST_ID_KEY, generation.id), (STOP_KEY_KEY, generation.stop_key), *extra)
 
 
 async def write_unstarted(generation: Generation, call: Call, ending: Ending) -> Ending:

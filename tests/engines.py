@@ -216,3 +216,10 @@ async def blocks_loop(request: EchoRequest, ctx: Context) -> AsyncIterator[EchoR
     """Calls blocking code inside `async def` (the mistake the loop watchdog reports): sleeps 0.5 s, once."""
     time.sleep(0.5)  # noqa: ASYNC251  (the point of this engine)
     yield EchoResponse(text="late")
+
+
+@registry.engine("fails_with", request=EchoRequest, response=EchoResponse)
+async def fails_with(request: EchoRequest, ctx: Context) -> AsyncIterator[EchoResponse]:
+    """Fails at once, having produced nothing, with the status `text` names (UNAVAILABLE, RESOURCE_EXHAUSTED...)."""
+    raise EngineError(request.text, f"failing with {request.text} on purpose")
+    yield EchoResponse()

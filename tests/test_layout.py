@@ -18,6 +18,8 @@ GRPC_EDGES = {
     "server/app.py",
     "server/auth.py",
     "server/health_service.py",
+    # The ORCA load reports (gRFC A51): a second service, served beside the engine service.
+    "server/orca_service.py",
     "server/healthcheck.py",
     "client/transport.py",
 }

@@ -26,8 +26,10 @@ import pytest
 import yaml  # type: ignore[import-untyped]
 from kubernetes_validate import utils as kubernetes_validate  # type: ignore[import-untyped]
 
+from engine_runtime.client.routing import FLEET_SERVICE_CONFIG
 from engine_runtime.server import healthcheck
 from engine_runtime.server.cli import command as engine_server
+from engine_runtime.server.protocol import SERVICE_NAME
 
 ROOT = Path(__file__).resolve().parents[2]
 DOCKERFILE = ROOT / "Dockerfile"
@@ -383,7 +385,7 @@ def test_every_engine_server_variable_names_an_option(path: Path) -> None:
 def test_grace_period_outlasts_the_drain(path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     for where, pod, container in engine_servers(path):
         ctx = check_engine_server(server_argv(container), server_env(container), where, monkeypatch)
-        drain = ctx.params["drain_timeout"] + ctx.params["stop_timeout"]
+        drain = ctx.params["drain_timeout"] + ctx.params["stop_timeout"] + ctx.params["kill_timeout"]
         # Kubernetes' default grace period is 30 s, shorter than the default drain.
         grace = pod.get("terminationGracePeriodSeconds", 30)
         assert grace > drain, f"{where}: terminationGracePeriodSeconds {grace} does not outlast the drain ({drain}s)"
@@ -444,6 +446,13 @@ def test_scale_out_is_headless_and_probed_over_grpc(monkeypatch: pytest.MonkeyPa
     assert any(port["targetPort"] in ("grpc", ctx.params["port"]) for port in service["spec"]["ports"])
     for kind in ("readinessProbe", "livenessProbe"):
         assert container[kind]["grpc"]["port"] == ctx.params["port"], f"{where}: {kind} asks another port"
+    # SPEC section 4's health names: readiness is the engine service's, liveness the one a drain never turns off.
+    assert container["readinessProbe"]["grpc"]["service"] in (SERVICE_NAME, "")
+    assert container["livenessProbe"]["grpc"]["service"] == "liveness"
+    assert ctx.params["max_connection_age"] > 0, f"{where}: without a connection age a scale-out gets no calls"
+    assert server_env(container)["ENGINE_SERVER_ADVERTISE_ADDRESS"] == f"$(POD_IP):{ctx.params['port']}"
+    [config] = [doc for doc in documents(path) if doc["kind"] == "ConfigMap"]
+    assert json.loads(config["data"]["service-config.json"]) == json.loads(FLEET_SERVICE_CONFIG)
     assert "limits" in container["resources"] and "requests" in container["resources"]
     annotations = deployment["spec"]["template"]["metadata"]["annotations"]
     assert annotations["prometheus.io/scrape"] == "true"
