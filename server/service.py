@@ -12,14 +12,13 @@ write-style coroutines over raw bytes:
   deterministically within about a millisecond.
 
 Every generation ends in :meth:`EngineService._serve` as one :class:`~.outcome.Ending`; the status sent, the
-log line and the metrics are all read from it. Statuses are set with ``set_code``/``set_details`` and a normal
-return, never ``abort``: an abort is an exception that a broad handler could swallow.
+log line and the metrics are all read from it, and :func:`~.admin_service.set_status` puts it on the call. The
+unary calls (``Stop``, ``ListEngines``) are :mod:`.admin_service`'s.
 """
 
 from __future__ import annotations
 
 import asyncio
-import hmac
 import logging
 from collections.abc import AsyncIterator, Callable
 from typing import Any
@@ -28,22 +27,19 @@ import grpc
 
 from engine_runtime.generated.engine.v1 import engine_pb2 as pb
 
+from .admin_service import AdminCalls, set_status
 from .admission import Place
 from .budget import DEFAULT_MAX_OUTPUT_BYTES, OutputBudget
 from .context import Context, validate_request_id
-from .descriptors import engine_info
 from .engine import LocalEngine
-from .errors import Code, EngineError, EngineFailed, EngineNotFound, InvalidRequest, Unavailable
+from .errors import Code, EngineError, EngineFailed, InvalidRequest, Unavailable
 from .inflight import Generation, InFlight
 from .outcome import Cause, Ending, How, status_of
 from .protocol import (
     CONTINUE_ELSEWHERE_KEY,
     SERVED_BY_KEY,
     SERVICE_NAME,
-    STATUS_DETAILS_KEY,
     check_request_type,
-    pushback_for,
-    status_trailer,
     type_name,
 )
 from .pump import DEFAULT_KILL_TIMEOUT, DEFAULT_MAX_BATCH_BYTES, DEFAULT_MAX_BATCH_ITEMS, LocalStream
@@ -99,7 +95,7 @@ class EngineService:
         self._encoders = {
             engine.name: item_encoder(engine.response_class, engine.check_response) for engine in registry
         }
-        self._listing = {engine.name: engine_info(engine) for engine in registry}
+        self.admin = AdminCalls(registry, self.inflight)
         self._finished: list[Finished] = []
         self._refused: list[Refused] = []
         self._called: list[Called] = []
@@ -130,8 +126,8 @@ class EngineService:
             {
                 "Generate": grpc.unary_stream_rpc_method_handler(self.generate),
                 "Session": grpc.stream_stream_rpc_method_handler(self.session),
-                "Stop": grpc.unary_unary_rpc_method_handler(self.stop),
-                "ListEngines": grpc.unary_unary_rpc_method_handler(self.list_engines),
+                "Stop": grpc.unary_unary_rpc_method_handler(self.admin.stop),
+                "ListEngines": grpc.unary_unary_rpc_method_handler(self.admin.list_engines),
             },
         )
 
@@ -169,7 +165,7 @@ class EngineService:
         finally:
             control.cancel()
         if bad_control:
-            _set_status(context, bad_control[0])
+            set_status(context, bad_control[0])
 
     async def _control(self, requests: AsyncIterator[bytes], generation: Generation, bad: list[EngineError]) -> None:
         async for raw in requests:
@@ -196,7 +192,7 @@ class EngineService:
     def _refuse(self, context: ServicerContext, request: pb.GenerateRequest | None, error: EngineError) -> None:
         """Answer a call refused before its generation started, and tell the `on_refused` callbacks."""
         # Nothing ran: a limit or a drain invites a retry elsewhere; bad input, unknown engines, duplicates none.
-        _set_status(context, error, pushback=True)
+        set_status(context, error, pushback=True)
         # Only a served engine's name is reported: a client-chosen name would make unbounded metric labels.
         engine = request.engine if request is not None and request.engine in self.registry else ""
         for callback in self._refused:
@@ -266,7 +262,7 @@ class EngineService:
                 # A call whose engine never ran carries a retry pushback (committed, so grpc itself will not retry);
                 # a hand-off says where the client's copy of the stream stands: the resume_from to send next.
                 handed_off = ((CONTINUE_ELSEWHERE_KEY, str(generation.position)),) if ending.how is How.MIGRATED else ()
-                _set_status(context, error, generation.admitted_at is None, handed_off)
+                set_status(context, error, generation.admitted_at is None, handed_off)
             if self._finished:
                 # After this handler has wound down: a kill's cancellation and the final status go out first,
                 # the bookkeeping (log line, metrics) after, yet before anyone waiting for an empty table.
@@ -278,55 +274,3 @@ class EngineService:
     def _report(self, generation: Generation, code: Code) -> None:
         for callback in self._finished:
             callback(generation, code)
-
-    # -- Stop / ListEngines ------------------------------------------------------------------------------------
-
-    async def stop(self, raw: bytes, context: ServicerContext) -> bytes:
-        try:
-            request = parse(pb.StopRequest, raw, "the StopRequest")
-            problem = validate_request_id(request.request_id)
-            if problem is not None:
-                raise InvalidRequest(problem)
-            generation = self.inflight.get(request.request_id)
-            # A wrong key is answered exactly like an id not in flight: nobody learns which ids are running.
-            if generation is None or not hmac.compare_digest(generation.stop_key, request.stop_key):
-                raise EngineNotFound(f"no generation with request id {request.request_id!r} is in flight")
-        except EngineError as error:
-            _set_status(context, error)
-            return b""
-        if request.kill:
-            generation.kill(Cause.STOP_REQUEST)
-        else:
-            generation.stop(Cause.STOP_REQUEST)
-        return b""
-
-    async def list_engines(self, raw: bytes, context: ServicerContext) -> bytes:
-        try:
-            request = parse(pb.ListEnginesRequest, raw, "the ListEnginesRequest")
-            if request.name:
-                self.registry.get(request.name)  # NOT_FOUND naming the engines served
-                infos = [self._listing[request.name]]
-            else:
-                infos = list(self._listing.values())
-        except EngineError as error:
-            _set_status(context, error)
-            return b""
-        return pb.ListEnginesResponse(engines=infos).SerializeToString()
-
-
-def _set_status(
-    context: ServicerContext, error: EngineError, pushback: bool = False, extra: tuple[tuple[str, str], ...] = ()
-) -> None:
-    """Set the call's status; ``pushback``: nothing ran, so ``grpc-retry-pushback-ms`` may go with it; ``extra``:
-    more trailing metadata."""
-    context.set_code(grpc.StatusCode[error.code.name])
-    context.set_details(error.message)
-    trailing: list[tuple[str, str | bytes]] = []
-    trailer = status_trailer(error)
-    if trailer is not None:
-        trailing.append((STATUS_DETAILS_KEY, trailer))
-    if pushback:
-        trailing.append(pushback_for(error.code))
-    trailing.extend(extra)
-    if trailing:
-        context.set_trailing_metadata(tuple(trailing))

@@ -15,6 +15,8 @@ PROJECT = CODE + sorted((ROOT / "tests").rglob("*.py")) + sorted((ROOT / "script
 # The edges: the servicer, the server and its auth, the health probe (a client), and the client's transport.
 GRPC_EDGES = {
     "server/service.py",
+    # The unary calls of the same service (Stop, ListEngines) and the one function that sets a call's status.
+    "server/admin_service.py",
     "server/app.py",
     "server/auth.py",
     "server/health_service.py",
