@@ -24,6 +24,7 @@ from engine_runtime.server.errors import DataLoss, EngineError, EngineFailed
 from engine_runtime.server.protocol import SERVED_BY_KEY, STOP_KEY_KEY, TYPE_URL_PREFIX, check_request_type
 from engine_runtime.server.stream import FinishReason, ResponseStream
 
+from .control import CallControl
 from .migration import Migrations, Moves, Resend
 from .types import TypeCatalog, descriptor_differs
 
@@ -31,8 +32,6 @@ if TYPE_CHECKING:
     from .transport import SessionCall, Transport
 
 __all__ = ["RemoteEngine", "RemoteStream"]
-
-_STOP = pb.SessionRequest(control=pb.Control(action=pb.Control.ACTION_STOP_GENERATING)).SerializeToString()
 
 
 class RemoteEngine(AnyEngine):
@@ -119,53 +118,6 @@ class RemoteEngine(AnyEngine):
         return stream
 
 
-class _CallControl:
-    """Linked under the stream's context: stop is the in-band control message, kill cancels the call.
-
-    Both are remembered, so that a call that replaces this one (a migration) gets them too.
-    """
-
-    __slots__ = ("call", "killed", "stop_asked", "writes")
-
-    def __init__(self, call: SessionCall) -> None:
-        self.call = call
-        self.stop_asked = False
-        self.killed = False
-        self.writes: set[asyncio.Task[None]] = set()
-
-    def stop_generating(self) -> None:
-        if self.stop_asked:
-            return
-        self.stop_asked = True
-        self._send_stop()
-
-    stop = stop_generating
-
-    def kill(self) -> None:
-        self.killed = True
-        self.call.cancel()
-
-    def is_stopped(self) -> bool:
-        return self.stop_asked or self.killed
-
-    def is_killed(self) -> bool:
-        return self.killed
-
-    def switch(self, call: SessionCall) -> None:
-        """The generation continues on ``call`` (its ``start`` sent): a stop asked before goes on it too."""
-        self.call = call
-        if self.killed:
-            call.cancel()
-        elif self.stop_asked:
-            self._send_stop()
-
-    def _send_stop(self) -> None:
-        if not self.call.done():
-            task = asyncio.get_running_loop().create_task(self.call.try_write(_STOP))
-            self.writes.add(task)
-            task.add_done_callback(self.writes.discard)
-
-
 class RemoteStream(ResponseStream[Any]):
     """The responses of a remote generation; the same API as a local stream.
 
@@ -193,7 +145,7 @@ class RemoteStream(ResponseStream[Any]):
         self._error: EngineError | None = None
         self._moves = moves
         self._received = 0  # items received since the first call
-        self._control = _CallControl(call)
+        self._control = CallControl(call)
         context.link_child(self._control)
         self._span = span
         if span is not None:
