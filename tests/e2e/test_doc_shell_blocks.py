@@ -20,6 +20,12 @@ DEFAULT = "127.0.0.1:50051"
 PAGES = [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]
 
 HERE = "tests/e2e/test_doc_shell_blocks.py"
+PEER_VENV = (
+    "not run: benchmarks take minutes and measure speed, which tests do not (the --quick line is run by "
+    "tests/bench/test_bench_smoke.py), and the peer's environment is the origin's runtime, a 75 MB wheel the suite "
+    "never installs; tests/bench/test_peer.py runs the peer where it is installed, and checks the reason it is "
+    "skipped where not"
+)
 WHERE: dict[tuple[str, str], str] = {
     ("README.md", "make run"): "not run: `make run` serves the fixed port 50051 until Ctrl-C, and `make test` is "
     "the suite itself; what `make run` starts is the `engine-server` that every e2e test runs",
@@ -36,8 +42,9 @@ WHERE: dict[tuple[str, str], str] = {
     "pointed at a receiver built in the test)",
     ("docs/operations.md", "engine-server mypackage.engines"): "not run: `mypackage` stands for your package; "
     "--workers with --metrics-port is run by tests/e2e/test_workers.py",
-    ("docs/performance.md", "make bench"): "not run: benchmarks take minutes and measure speed, which tests do not; "
-    "the --quick line is run by tests/bench/test_bench_smoke.py",
+    ("docs/performance.md", "make peer-venv"): PEER_VENV,
+    ("docs/performance.md", "python3 -m venv benchmarks/.peer-venv"): PEER_VENV,
+    ("docs/performance.md", "make venv peer-venv"): PEER_VENV,
     ("docs/polyglot.md", "make venv && .venv/bin/engine-server"): "tests/e2e/test_node_client.py (client.js "
     "against a real engine-server)",
     ("docs/polyglot.md", "# What the server offers."): "tests/e2e/test_polyglot.py",
@@ -114,7 +121,7 @@ def test_the_engine_client_lines_run(start_server: type[ServerProcess]) -> None:
     address = start_server("--port", "0").wait_listening()
     lines = block("docs/client.md", "engine-client [--target T]").strip().splitlines()
     runnable = [line for line in lines if "[" not in line and not re.search(r"\b[A-Z_]{3,}\b", line)]
-    assert len(runnable) == 3
+    assert len(runnable) == 4
     for line in runnable:
         argv = shlex.split(line)
         done = run(shlex.join([argv[0], "--target", address, *argv[1:]]), address)
