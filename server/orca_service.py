@@ -4,8 +4,8 @@ A client's ``weighted_round_robin`` policy (``enableOobLoadReport``), or Envoy's
 ``client_side_weighted_round_robin``, opens ``StreamCoreMetrics`` on every replica and reads one
 ``OrcaLoadReport`` per ``report_interval`` (at least :data:`MIN_INTERVAL`). The numbers are :mod:`.load`'s.
 
-The stubs are compiled by ``make proto`` from the upstream cncf/xds protos into a descriptor pool of their own:
-see docs/scaling.md (*Where the ORCA stubs come from*) for why not the ``xds-protos`` wheel.
+The stubs are compiled by ``make proto`` from our own definitions of the upstream wire contract (protos/xds) into a
+descriptor pool of their own: see docs/scaling.md (*Where the ORCA stubs come from*) for why.
 
 Example::
 

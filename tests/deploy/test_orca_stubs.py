@@ -1,8 +1,8 @@
 """The ORCA stubs and the OpenTelemetry exporter's protos work in one interpreter (docs/scaling.md).
 
 The `xds-protos` wheel would have brought ORCA stubs, but also old copies of `opentelemetry/proto` and `google/rpc`
-that overwrite the real packages' files; the project compiles the upstream ORCA protos itself, into a descriptor
-pool of their own. A fresh interpreter imports everything the way an application with tracing would.
+that overwrite the real packages' files; the project compiles ORCA protos of its own (protos/xds), into a
+descriptor pool of their own. A fresh interpreter imports everything the way an application with tracing would.
 """
 
 from __future__ import annotations

@@ -1,7 +1,7 @@
 import datetime
 
-from engine_runtime.generated.xds.data.orca.v3 import orca_load_report_pb2 as _orca_load_report_pb2
 from google.protobuf import duration_pb2 as _duration_pb2
+from engine_runtime.generated.xds.data.orca.v3 import orca_load_report_pb2 as _orca_load_report_pb2
 from google.protobuf.internal import containers as _containers
 from google.protobuf import descriptor as _descriptor
 from google.protobuf import message as _message

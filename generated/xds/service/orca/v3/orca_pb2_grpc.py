@@ -27,17 +27,7 @@ if _version_not_supported:
 
 
 class OpenRcaServiceStub:
-    """See section `Out-of-band (OOB) reporting` of the design document in
-    :ref:`https://github.com/envoyproxy/envoy/issues/6614`.
-
-    Out-of-band (OOB) load reporting service for the additional load reporting
-    agent that does not sit in the request path. Reports are periodically sampled
-    with sufficient frequency to provide temporal association with requests.
-    OOB reporting compensates the limitation of in-band reporting in revealing
-    costs for backends that do not provide a steady stream of telemetry such as
-    long running stream operations and zero QPS services. This is a server
-    streaming service, client needs to terminate current RPC and initiate
-    a new call to change backend reporting frequency.
+    """Opened by a client's load-balancing policy on each backend, outside of the calls it balances.
     """
 
     def __init__(self, channel):
@@ -54,21 +44,13 @@ class OpenRcaServiceStub:
 
 
 class OpenRcaServiceServicer:
-    """See section `Out-of-band (OOB) reporting` of the design document in
-    :ref:`https://github.com/envoyproxy/envoy/issues/6614`.
-
-    Out-of-band (OOB) load reporting service for the additional load reporting
-    agent that does not sit in the request path. Reports are periodically sampled
-    with sufficient frequency to provide temporal association with requests.
-    OOB reporting compensates the limitation of in-band reporting in revealing
-    costs for backends that do not provide a steady stream of telemetry such as
-    long running stream operations and zero QPS services. This is a server
-    streaming service, client needs to terminate current RPC and initiate
-    a new call to change backend reporting frequency.
+    """Opened by a client's load-balancing policy on each backend, outside of the calls it balances.
     """
 
     def StreamCoreMetrics(self, request, context):
-        """Missing associated documentation comment in .proto file."""
+        """Streams a report now, then one every report_interval, until the client goes away.
+        Its names are the upstream contract's rather than our style's (buf.yaml says which rule they break).
+        """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
@@ -90,17 +72,7 @@ def add_OpenRcaServiceServicer_to_server(servicer, server):
 
  # This class is part of an EXPERIMENTAL API.
 class OpenRcaService:
-    """See section `Out-of-band (OOB) reporting` of the design document in
-    :ref:`https://github.com/envoyproxy/envoy/issues/6614`.
-
-    Out-of-band (OOB) load reporting service for the additional load reporting
-    agent that does not sit in the request path. Reports are periodically sampled
-    with sufficient frequency to provide temporal association with requests.
-    OOB reporting compensates the limitation of in-band reporting in revealing
-    costs for backends that do not provide a steady stream of telemetry such as
-    long running stream operations and zero QPS services. This is a server
-    streaming service, client needs to terminate current RPC and initiate
-    a new call to change backend reporting frequency.
+    """Opened by a client's load-balancing policy on each backend, outside of the calls it balances.
     """
 
     @staticmethod
