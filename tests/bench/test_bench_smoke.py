@@ -10,6 +10,8 @@ import math
 import subprocess
 import sys
 from pathlib import Path
+
+import pytest
 from typing import Any
 
 from benchmarks.cli import FIGURES, PEER_FIGURES, RESERVED
@@ -21,6 +23,7 @@ def _is_number(value: Any) -> bool:
     return isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
 
 
+@pytest.mark.soak
 def test_quick_run_writes_every_figure_and_a_chart(tmp_path: Path) -> None:
     run = subprocess.run(
         [sys.executable, "-m", "benchmarks", "--quick", "--out", str(tmp_path)],

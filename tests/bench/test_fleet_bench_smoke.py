@@ -7,9 +7,12 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 ROOT = Path(__file__).resolve().parents[2]
 
 
+@pytest.mark.soak
 def test_a_short_fleet_run_writes_balance_and_scale_out(tmp_path: Path) -> None:
     command = [sys.executable, "-m", "benchmarks.fleet_balance", "--out", str(tmp_path)]
     tiny = ["--seconds", "1", "--warmup", "0.3", "--rate", "10", "--long-s", "1", "--connection-age", "1"]

@@ -11,9 +11,12 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 ROOT = Path(__file__).resolve().parents[2]
 
 
+@pytest.mark.soak
 def test_a_small_run_of_every_fault_writes_its_result_and_loses_nothing(tmp_path: Path) -> None:
     run = subprocess.run(
         [sys.executable, "-m", "benchmarks.migration", "--streams", "9", "--items", "40", "--out", str(tmp_path)],

@@ -116,6 +116,7 @@ def context_count() -> int:
     return sum(1 for obj in gc.get_objects() if isinstance(obj, Context))
 
 
+@pytest.mark.soak
 @pytest.mark.asyncio
 @pytest.mark.timeout(300)
 async def test_soak_thousands_of_streams_cancelled_at_random_points(server: EngineServer) -> None:
