@@ -46,11 +46,12 @@ FIGURES: dict[str, tuple[str, FigureFn]] = {
 # The figures the origin's runtime takes part in: it is started only when one of them runs.
 PEER_FIGURES = {"throughput", "concurrent", "cancel", "client_first_response", "disconnect", "stop", "capacity"}
 
-# Figures still to come (SPEC section 7's hostile mix and fleet rows; the queue's is `admission`). Until one is
-# registered in FIGURES, the report keeps its slot as skipped with this reason, so every run's JSON has the same keys.
+# SPEC section 7's rows measured elsewhere (the queue's is `admission`): each keeps a slot in every run's JSON,
+# skipped with where it is measured, so that every run has the same keys.
 RESERVED: dict[str, str] = {
-    "hostile": "the hostile mix (SPEC section 8)",
-    "fleet": "a fleet of replicas (SPEC section 9)",
+    "hostile": "the hostile mix (SPEC section 8): a correctness soak, tests/server/hardening/test_hostile_mix.py",
+    "fleet": "a fleet of replicas (SPEC section 9): python -m benchmarks.fleet_balance and python -m "
+    "benchmarks.migration (docs/scaling.md)",
 }
 
 
@@ -214,7 +215,7 @@ def main(argv: list[str] | None = None) -> int:
     results = {key: ran.get(key) or Figure(key, FIGURES[key][0], "skipped", "not selected (--only)") for key in FIGURES}
     for key, what in RESERVED.items():
         if key not in results:
-            results[key] = Figure(key, what, "skipped", f"reserved: {what} is measured by another branch's figure")
+            results[key] = Figure(key, what, "skipped", f"measured elsewhere: {what}")
 
     args.out.mkdir(parents=True, exist_ok=True)
     json_path = args.out / f"bench-{stamp}.json"
