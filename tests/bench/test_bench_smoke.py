@@ -10,9 +10,9 @@ import math
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import pytest
-from typing import Any
 
 from benchmarks.cli import FIGURES, PEER_FIGURES, RESERVED
 
