@@ -14,12 +14,10 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-import grpc
-from grpc_health.v1 import health_pb2, health_pb2_grpc
+from benchmarks.fleet import LISTENING, wait_serving
 
 BIN = Path(sys.executable).parent
 ROOT = Path(__file__).resolve().parents[1]
-LISTENING = re.compile(r"listening on (\S+?)[, ]")
 
 
 class ServerProcess:
@@ -116,16 +114,6 @@ class ServerProcess:
         self._reader.join(5)
         if self.proc.stdout is not None:
             self.proc.stdout.close()
-
-
-def wait_serving(address: str, timeout: float = 30) -> None:
-    """Wait until ``grpc.health.v1`` at ``address`` answers SERVING for the whole server."""
-    with grpc.insecure_channel(address) as channel:
-        stub: Any = health_pb2_grpc.HealthStub(channel)
-        check = stub.Check
-        reply = check(health_pb2.HealthCheckRequest(service=""), timeout=timeout, wait_for_ready=True)
-        if reply.status != health_pb2.HealthCheckResponse.SERVING:
-            raise AssertionError(f"engine-server at {address} is {reply.status}, not SERVING")
 
 
 def tracked_servers() -> Iterator[type[ServerProcess]]:
