@@ -20,7 +20,7 @@ from engine_runtime.client.remote import RemoteStream
 from engine_runtime.generated.engine.v1 import engine_pb2_grpc as pbg
 from engine_runtime.generated.examples.v1.examples_pb2 import CountRequest, CountResponse, EchoRequest, EchoResponse
 from engine_runtime.generated.xds.service.orca.v3 import orca_pb2, orca_pb2_grpc
-from engine_runtime.server.errors import Aborted, EngineNotFound, Unavailable
+from engine_runtime.server.errors import Aborted, EngineNotFound, ResourceExhausted, Unavailable
 from engine_runtime.server.stream import FinishReason, ResponseStream
 from tests.helpers import first_reply, generate_request, wait_not_serving
 from tests.processes import BIN
@@ -106,6 +106,26 @@ async def test_engine_client_stop_reaches_the_owner_through_the_fleet_target(thr
         assert gone.returncode != 0 and "NOT_FOUND" in gone.stderr and "Traceback" not in gone.stderr
 
 
+async def until_picks_favour(echo: Any, address: str, streak: int = 20, timeout: float = 15.0) -> None:
+    """Call until ``streak`` calls in a row land on ``address``.
+
+    Until each replica has reported for the policy's blackout period (1 s), weighted round-robin picks evenly, and
+    a call can meet a busy replica on every one of its attempts (two busy replicas of three: (2/3)^4, one call in
+    five) and fail RESOURCE_EXHAUSTED; those are tolerated here. Once the weights count, the free replica takes
+    nearly every pick.
+    """
+    deadline, run = time.monotonic() + timeout, 0
+    while run < streak:
+        assert time.monotonic() < deadline, f"the picks never favoured {address}"
+        try:
+            stream = remote(await echo.generate(EchoRequest(text="warm up")))
+            [_ async for _ in stream]
+        except ResourceExhausted:
+            run = 0
+            continue
+        run = run + 1 if await stream.served_by() == address else 0
+
+
 async def test_a_refused_call_is_retried_on_another_replica_and_a_started_one_never() -> None:
     # Replicas 0 and 1 take one generation each and are kept busy; replica 2 is free.
     busy = {0: ["--max-concurrency", "1"], 1: ["--max-concurrency", "1"]}
@@ -119,6 +139,7 @@ async def test_a_refused_call_is_retried_on_another_replica_and_a_started_one_ne
         async with EngineClient(f.target) as client:
             echo = (await client.get("echo")).downcast(EchoRequest, EchoResponse)
             assert echo is not None
+            await until_picks_favour(echo, f[2].address)
             served: collections.Counter[str] = collections.Counter()
             for n in range(12):
                 stream = remote(await echo.generate(EchoRequest(text=f"call {n}")))
