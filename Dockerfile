@@ -14,7 +14,6 @@ COPY engine_runtime/ engine_runtime/
 COPY server/ server/
 COPY client/ client/
 COPY generated/ generated/
-COPY scripts/otel_proto_last.py scripts/
 
 # The extras installed with the wheel: `otel` (OpenTelemetry tracing, off until OTEL_TRACES_EXPORTER is set) by
 # default; `docker build --build-arg EXTRAS= .` builds an image without it.
@@ -25,8 +24,7 @@ ARG EXTRAS=otel
 RUN python -m pip wheel --no-cache-dir --no-deps --wheel-dir /wheels . \
     && python -m venv --without-pip /opt/venv \
     && wheel="$(echo /wheels/*.whl)" \
-    && python -m pip --python /opt/venv/bin/python install --no-cache-dir "${wheel}${EXTRAS:+[$EXTRAS]}" \
-    && python scripts/otel_proto_last.py /opt/venv/bin/python
+    && python -m pip --python /opt/venv/bin/python install --no-cache-dir "${wheel}${EXTRAS:+[$EXTRAS]}"
 
 
 FROM python:3.11-slim AS runtime

@@ -28,7 +28,6 @@ $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
 	$(BIN)/python -m pip install --quiet -e '.[dev,otel]'
-	$(BIN)/python scripts/otel_proto_last.py
 	touch $(STAMP)
 
 run: $(STAMP)
