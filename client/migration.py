@@ -45,13 +45,10 @@ PLACEMENTS = 5
 """How many times a re-sent call refused before its generation started is sent again (with a backoff)."""
 # A started generation breaks with UNAVAILABLE: its replica died, was drained, or its connection was lost.
 _BREAK = Code.UNAVAILABLE
-# grpc-core's own words when a call's transport fails under it: seen when a replica is SIGKILLed while the client
-# writes on the call (an in-band stop), about one run in three. The server never says this: its INTERNAL
-# statuses name the engine and the request id. It is a lost connection, like UNAVAILABLE.
-_CORE_FAILURE = "Internal error from Core"
 # A re-sent call that failed before its generation started (nothing ran): refused by a draining or full
 # replica, or by the one it left (which still holds the id); or lost on the way, as when it reaches a replica
-# in the moment it shuts down (measured: INTERNAL "Internal error from Core"). Other codes would fail again.
+# in the moment it shuts down (UNAVAILABLE, or whatever the replica's teardown ends it with: UNKNOWN, CANCELLED,
+# INTERNAL). Other codes would fail again.
 _REFUSALS = {
     Code.UNAVAILABLE,
     Code.RESOURCE_EXHAUSTED,
@@ -78,8 +75,7 @@ class Migrations:
 
     def allows(self, error: EngineError, done: int) -> bool:
         """Whether a stream that has migrated ``done`` times may migrate again after its generation broke."""
-        broke = error.code == _BREAK or (error.code == Code.INTERNAL and error.message == _CORE_FAILURE)
-        return done < self.limit and broke
+        return done < self.limit and error.code == _BREAK
 
     def retry_delay(self, error: EngineError, refused: int, pushback: str | None) -> float | None:
         """Seconds to wait before placing a refused re-send again (``refused`` in a row so far), or None: give up.

@@ -33,6 +33,8 @@ from .routing import (
 
 __all__ = ["SessionCall", "Transport"]
 
+_CORE_FAILURE = "Internal error from Core"
+
 M = TypeVar("M", bound=Message)
 
 
@@ -202,6 +204,11 @@ class SessionCall:
         return self._error(code, await self._call.details(), await self._call.trailing_metadata())
 
     def _error(self, code: grpc.StatusCode, details: str | None, trailing: Any) -> EngineError:
+        if code is grpc.StatusCode.INTERNAL and details == _CORE_FAILURE:
+            # grpc-core's own words when the call's transport fails under it, as when the server is SIGKILLed while
+            # this side writes (an in-band stop). The server never says this (its INTERNAL names the engine and
+            # the request id): it is a lost connection, and a resumable stream moves on as for UNAVAILABLE.
+            code, details = grpc.StatusCode.UNAVAILABLE, f"engine {self._engine!r}: the connection was lost ({details})"
         if code is grpc.StatusCode.UNAVAILABLE and not details:
             details = f"engine {self._engine!r}: the server is unavailable"
         return error_from_status(code, details, trailing, self._error_class)

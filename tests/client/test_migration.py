@@ -189,8 +189,6 @@ def test_the_policy_counts_breaks_and_backs_off_refused_re_sends() -> None:
     broke, refused = Unavailable("the replica went away"), ResourceExhausted("full")
     assert policy.allows(broke, 0) and policy.allows(broke, 1) and not policy.allows(broke, 2)
     assert not policy.allows(EngineError(Code.INTERNAL, "a bug"), 0)  # only a broken call moves
-    # grpc-core's words for a transport that failed under the call (a replica SIGKILLed mid-write): a broken call.
-    assert policy.allows(EngineError(Code.INTERNAL, "Internal error from Core"), 0)
     # A refused re-send waits for the replica's pushback, or backs off on its own, a bounded number of times.
     assert policy.retry_delay(refused, 0, "250") == 0.25
     assert policy.retry_delay(broke, 0, "-1") is None  # pushback < 0: do not retry
