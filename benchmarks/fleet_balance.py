@@ -36,12 +36,11 @@ from engine_runtime.client.routing import SINGLE_SERVICE_CONFIG
 from engine_runtime.generated.examples.v1.examples_pb2 import CountRequest, CountResponse, EchoRequest, EchoResponse
 
 from .fleet import fleet
-from .fleet_dns import FleetDNS
+from .fleet_dns import RESOLVE_OFTEN, FleetDNS
 
 RESULTS = Path(__file__).resolve().parent / "results"
 SERVER_ARGS = ["--drain-timeout", "1", "--stop-timeout", "1", "--kill-timeout", "0.5"]
 ROUND_ROBIN = [("grpc.service_config", SINGLE_SERVICE_CONFIG)]
-RESOLVE_OFTEN = [("grpc.dns_min_time_between_resolutions_ms", 200)]
 
 
 @dataclass

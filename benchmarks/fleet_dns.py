@@ -20,7 +20,10 @@ import threading
 from collections.abc import Callable, Sequence
 from types import TracebackType
 
-__all__ = ["FleetDNS"]
+__all__ = ["RESOLVE_OFTEN", "FleetDNS"]
+
+# grpc re-resolves a name at most every 30 s by default: a client of this server re-resolves within 0.2 s.
+RESOLVE_OFTEN = [("grpc.dns_min_time_between_resolutions_ms", 200)]
 
 NAME = "fleet.test"
 _A, _IN = 1, 1

@@ -12,14 +12,12 @@ import time
 import pytest
 
 from benchmarks.fleet import fleet
-from benchmarks.fleet_dns import FleetDNS
+from benchmarks.fleet_dns import RESOLVE_OFTEN, FleetDNS
 from engine_runtime.client import EngineClient
 from engine_runtime.client.remote import RemoteStream
 from engine_runtime.generated.examples.v1.examples_pb2 import EchoRequest, EchoResponse
 
 AGE = 2.0
-# grpc re-resolves a name at most every 30 s by default; a real fleet's connection age is minutes.
-RESOLVE_OFTEN = [("grpc.dns_min_time_between_resolutions_ms", 200)]
 
 
 @pytest.mark.asyncio
