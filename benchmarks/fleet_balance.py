@@ -2,7 +2,8 @@
 
 Two figures, on real replicas from :mod:`benchmarks.fleet` (loopback hosts 127.0.0.2, ...):
 
-- **balance**: 3 replicas, one :class:`EngineClient` opening streams at a steady rate, some short and some long.
+- **balance**: 3 replicas, one :class:`EngineClient` opening streams at a steady rate (each of ``--rates``), some
+  short and some long.
   Every ``--sample`` seconds after a warm-up the generations in flight on each replica are counted (from each
   stream's ``x-served-by``); the figure is max/min across the replicas, averaged over the samples, for weighted
   round-robin over the ORCA reports (EngineClient's own config) against plain round-robin. Two patterns of
@@ -49,6 +50,7 @@ class Balance:
 
     policy: str
     pattern: str
+    rate: float
     streams: int
     samples: int
     mean_max_over_min: float  # samples where every replica had at least one in flight
@@ -58,8 +60,8 @@ class Balance:
     max_over_min_of_means: float  # of the time-averaged in flight per replica
 
 
-async def balance(target: str, policy: str, pattern: str, args: argparse.Namespace) -> Balance:
-    """Open streams at ``args.rate`` for ``args.seconds``; count each replica's in flight every ``args.sample``."""
+async def balance(target: str, policy: str, pattern: str, rate: float, args: argparse.Namespace) -> Balance:
+    """Open streams at ``rate`` a second for ``args.seconds``; count each replica's in flight every ``args.sample``."""
     rng = random.Random(args.seed)
     options = ROUND_ROBIN if policy == "round_robin" else []
     inflight: Counter[str] = Counter()
@@ -95,7 +97,7 @@ async def balance(target: str, policy: str, pattern: str, args: argparse.Namespa
             long = n % 3 == 2 if pattern == "periodic" else rng.random() < args.long_share
             tasks.append(asyncio.create_task(one(long)))
             n += 1
-            await asyncio.sleep(1 / args.rate)
+            await asyncio.sleep(1 / rate)
         sampler.cancel()
         await asyncio.gather(*tasks)
     full = [max(s) / min(s) for s in samples if min(s) > 0]
@@ -103,6 +105,7 @@ async def balance(target: str, policy: str, pattern: str, args: argparse.Namespa
     return Balance(
         policy=policy,
         pattern=pattern,
+        rate=rate,
         streams=n,
         samples=len(samples),
         mean_max_over_min=round(statistics.fmean(full), 3) if full else float("inf"),
@@ -160,10 +163,11 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
     results: dict[str, Any] = {"load_average_before": os.getloadavg(), "settings": vars(args).copy()}
     runs = []
     with fleet(3, args=SERVER_ARGS) as f:
-        for pattern in ("random", "periodic"):
-            for policy in ("round_robin", "weighted_round_robin"):
-                runs.append(asdict(await balance(f.target, policy, pattern, args)))
-                print(json.dumps(runs[-1]), flush=True)
+        for rate in args.rates:
+            for pattern in ("random", "periodic"):
+                for policy in ("round_robin", "weighted_round_robin"):
+                    runs.append(asdict(await balance(f.target, policy, pattern, rate, args)))
+                    print(json.dumps(runs[-1]), flush=True)
     results["balance"] = runs
     results["scale_out"] = asdict(await scale_out(args))
     print(json.dumps(results["scale_out"]), flush=True)
@@ -174,7 +178,13 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m benchmarks.fleet_balance", description=__doc__)
     parser.add_argument("--seconds", type=float, default=20, help="length of each balance run")
-    parser.add_argument("--rate", type=float, default=20, help="streams (or calls) started per second")
+    parser.add_argument(
+        "--rates",
+        type=lambda text: [float(part) for part in text.split(",")],
+        default=[20.0, 60.0],
+        help="streams started per second in the balance runs, comma-separated (about 8 and 22 in flight per replica)",
+    )
+    parser.add_argument("--rate", type=float, default=20, help="calls started per second in the scale-out run")
     parser.add_argument("--short-s", type=float, default=0.2, help="length of a short stream")
     parser.add_argument("--long-s", type=float, default=5.0, help="length of a long stream")
     parser.add_argument("--long-share", type=float, default=0.2, help="share of long streams (pattern random)")

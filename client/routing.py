@@ -46,7 +46,7 @@ FLEET_POLICY = {
         "enableOobLoadReport": True,
         # How often each replica streams its report, and how often weights are recomputed: measured on skewed
         # streams, a 1 s report let new calls herd onto a replica before its load showed (docs/scaling.md).
-        "oobReportingPeriod": "0.25s",
+        "oobReportingPeriod": "0.1s",
         "weightUpdatePeriod": "0.1s",
         # A replica's weight counts only after reporting this long (a new replica starts at the mean weight).
         "blackoutPeriod": "1s",

@@ -113,7 +113,6 @@ class EngineServer:
         self.health = HealthService()
         self.load = Load(self.inflight, config.max_concurrency, queued=self.inflight.queued)
         self.service.on_started(self.load.started)
-        self.service.on_finished(self.load.finished)
         self.orca = OrcaService(self.load)
         self.metrics = ServerMetrics() if config.metrics_port is not None else None
         if self.metrics is not None:

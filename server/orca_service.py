@@ -48,10 +48,9 @@ class OrcaService:
             ORCA_SERVICE, {"StreamCoreMetrics": grpc.unary_stream_rpc_method_handler(self.stream_core_metrics)}
         )
 
-    def report(self, since: list[float] | None = None) -> OrcaLoadReport:
-        """One report now: utilization (averaged since ``since``, a :meth:`Load.mark`), start rate, and
-        ``named_metrics`` ``inflight`` and ``queued``."""
-        figures = self.load.figures(since)
+    def report(self) -> OrcaLoadReport:
+        """One report now: utilization, start rate, and ``named_metrics`` ``inflight`` and ``queued``."""
+        figures = self.load.figures()
         return OrcaLoadReport(
             application_utilization=figures.utilization,
             rps_fractional=figures.rps,
@@ -67,10 +66,7 @@ class OrcaService:
             return
         asked = request.report_interval.seconds + request.report_interval.nanos / 1e9
         interval = min(MAX_INTERVAL, max(MIN_INTERVAL, asked))
-        # Until the client goes away (grpc cancels this task) or the server stops. The first report has the number
-        # in flight now; each later one the mean over the interval since the one before.
-        await context.write(self.report().SerializeToString())
-        since = self.load.mark()
+        # Until the client goes away (grpc cancels this task) or the server stops.
         while True:
+            await context.write(self.report().SerializeToString())
             await asyncio.sleep(interval)
-            await context.write(self.report(since).SerializeToString())

@@ -1,4 +1,4 @@
-"""The load figures an ORCA report carries: utilization over capacity, the start rate over its window, floors."""
+"""The load figures an ORCA report carries: utilization over capacity (cubed), the start rate, the floors."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ import pytest
 
 from engine_runtime.server.context import Context
 from engine_runtime.server.inflight import Generation, InFlight
-from engine_runtime.server.load import DEFAULT_CAPACITY, RATE_WINDOW, RPS_FLOOR, UTILIZATION_FLOOR, Load
+from engine_runtime.server.load import DEFAULT_CAPACITY, RATE_WINDOW, RPS_FLOOR, SHAPE, UTILIZATION_FLOOR, Load
 
 
 class Clock:
@@ -19,16 +19,43 @@ class Clock:
 
 def test_a_fresh_idle_server_reports_the_floors() -> None:
     figures = Load(InFlight(), clock=Clock()).figures()
-    assert (figures.utilization, figures.rps, figures.inflight, figures.queued) == (UTILIZATION_FLOOR, RPS_FLOOR, 0, 0)
+    assert (figures.utilization, figures.rps, figures.inflight, figures.queued) == (
+        UTILIZATION_FLOOR * RPS_FLOOR,
+        RPS_FLOOR,
+        0,
+        0,
+    )
 
 
-def test_utilization_is_in_flight_over_capacity_default_or_the_limit() -> None:
+def test_utilization_is_in_flight_over_capacity_default_or_the_limit_cubed() -> None:
     inflight = InFlight()
     for _ in range(5):
         inflight.add(Generation(Context(), "echo"))
-    assert Load(inflight, 10).figures().utilization == 0.5
-    assert Load(inflight).figures().utilization == 5 / DEFAULT_CAPACITY
+    assert SHAPE == 3
+    assert Load(inflight, 10).figures().utilization == pytest.approx(0.5**3)
+    assert Load(inflight, 5).figures().utilization == 1.0  # at capacity: full, whatever the shape
+    assert Load(inflight).figures().utilization == pytest.approx((5 / DEFAULT_CAPACITY) ** 3)
     assert Load(inflight, 10, queued=lambda: 7).figures().queued == 7
+
+
+def test_the_weight_falls_steeply_with_load_and_is_the_same_for_every_lightly_loaded_replica() -> None:
+    """What stock weighted round-robin computes from a report: rps / utilization."""
+
+    def weight(running: int, starts: int) -> float:
+        clock, inflight = Clock(), InFlight()
+        load = Load(inflight, clock=clock)
+        for _ in range(running):
+            inflight.add(Generation(Context(), "echo"))
+        for _ in range(starts):
+            load.started()
+        figures = load.figures()
+        return figures.rps / figures.utilization
+
+    # 20% more in flight at the same rate weighs 1.2 ** 3 = 1.73x less: new streams go to the other one.
+    assert weight(25, 10) / weight(30, 10) == pytest.approx(1.2**3)
+    # Idle or nearly: the floor, proportional to the rate, makes the weight the same whatever the rate, so a new
+    # replica (a low rate) is not starved beside busy ones (a high rate).
+    assert weight(0, 1) == weight(0, 50) == weight(1, 50) == pytest.approx(1 / UTILIZATION_FLOOR)
 
 
 def test_the_rate_counts_starts_over_the_window_then_forgets_them() -> None:
@@ -47,26 +74,3 @@ def test_the_rate_counts_starts_over_the_window_then_forgets_them() -> None:
     clock.now += RATE_WINDOW + 1
     assert load.rate() == 0.0
     assert load.figures().rps == RPS_FLOOR
-
-
-def test_a_reader_gets_the_mean_in_flight_since_its_last_report() -> None:
-    clock, inflight = Clock(), InFlight()
-    load = Load(inflight, 10, clock=clock)
-    since = load.mark()
-    first = Generation(Context(), "echo")
-    inflight.add(first)
-    load.started(first)
-    clock.now += 1.0  # one in flight for 1 s
-    second = Generation(Context(), "echo")
-    inflight.add(second)
-    load.started(second)
-    clock.now += 1.0  # two for 1 s
-    inflight.remove(first)
-    load.finished(first)
-    inflight.remove(second)
-    load.finished(second)
-    clock.now += 2.0  # none for 2 s
-    assert load.figures(since).utilization == pytest.approx((1 + 2) / 4 / 10)
-    clock.now += 1.0
-    assert load.figures(since).utilization == UTILIZATION_FLOOR  # nothing since the last report
-    assert load.figures().utilization == UTILIZATION_FLOOR  # without a mark: the number now

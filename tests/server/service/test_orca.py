@@ -44,12 +44,12 @@ async def reports(address: str, interval: float, count: int) -> list[tuple[float
 async def test_an_idle_replica_reports_the_floors_not_zero(make_server: ServerFactory) -> None:
     server = await make_server()
     [(_, report)] = await reports(server.addresses[0], 1.0, 1)
-    assert report.application_utilization == UTILIZATION_FLOOR
+    assert report.application_utilization == pytest.approx(UTILIZATION_FLOOR * RPS_FLOOR)
     assert report.rps_fractional == RPS_FLOOR
     assert dict(report.named_metrics) == {"inflight": 0.0, "queued": 0.0}
 
 
-async def test_reports_count_generations_in_flight_over_the_capacity(make_server: ServerFactory) -> None:
+async def test_reports_count_generations_in_flight_over_the_capacity_cubed(make_server: ServerFactory) -> None:
     server = await make_server(max_concurrency=4)
     async with grpc.aio.insecure_channel(server.addresses[0]) as channel:
         stub = pbg.EngineServiceStub(channel)
@@ -59,7 +59,7 @@ async def test_reports_count_generations_in_flight_over_the_capacity(make_server
         [(_, report)] = await reports(server.addresses[0], 1.0, 1)
         for call in calls:
             call.cancel()
-    assert report.application_utilization == pytest.approx(3 / 4)
+    assert report.application_utilization == pytest.approx((3 / 4) ** 3)
     assert report.named_metrics["inflight"] == 3.0
     assert report.named_metrics["queued"] == 0.0
     assert report.rps_fractional >= 3 / 10  # three starts in the last ten seconds at least
@@ -68,11 +68,15 @@ async def test_reports_count_generations_in_flight_over_the_capacity(make_server
 async def test_without_a_limit_the_default_capacity_is_the_denominator(make_server: ServerFactory) -> None:
     server = await make_server()
     async with grpc.aio.insecure_channel(server.addresses[0]) as channel:
-        call: Any = pbg.EngineServiceStub(channel).Generate(generate_request("probe", CountRequest(delay_s=0.05)))
-        await first_reply(call)
+        stub = pbg.EngineServiceStub(channel)
+        calls: list[Any] = [stub.Generate(generate_request("probe", CountRequest(delay_s=0.05))) for _ in range(10)]
+        for call in calls:
+            await first_reply(call)
         [(_, report)] = await reports(server.addresses[0], 1.0, 1)
-        call.cancel()
-    assert report.application_utilization == pytest.approx(1 / DEFAULT_CAPACITY)
+        for call in calls:
+            call.cancel()
+    assert report.application_utilization == pytest.approx((10 / DEFAULT_CAPACITY) ** 3)
+    assert report.named_metrics["inflight"] == 10.0
 
 
 @pytest.mark.parametrize(("asked", "expected"), [(0.25, 0.25), (0.01, MIN_INTERVAL), (0.0, MIN_INTERVAL)])
@@ -100,4 +104,4 @@ async def test_a_request_that_does_not_parse_is_invalid_argument(make_server: Se
 async def test_reports_need_no_token_where_engine_calls_do(make_server: ServerFactory) -> None:
     server = await make_server(auth_token="secret")
     [(_, report)] = await reports(server.addresses[0], 1.0, 1)
-    assert report.application_utilization == UTILIZATION_FLOOR
+    assert report.application_utilization == pytest.approx(UTILIZATION_FLOOR * RPS_FLOOR)
