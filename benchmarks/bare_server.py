@@ -13,6 +13,9 @@ It logs ``bare-server listening on 127.0.0.1:PORT`` to stderr once it serves (th
 - ``/bare.Bare/Count`` (unary-stream): a serialized ``CountRequest`` in, ``CountResponse`` messages out,
   ``delay_s`` apart (0: flat out), written with ``context.write``;
 - ``/bare.Bare/CountGen``: the same as an async-generator handler (the harness uses whichever is faster);
+- ``/bare.Bare/CountMeta``: like ``Count``, sending initial metadata of its own first (an ``x-request-id``, as the
+  project's protocol does): grpc.aio sends that as an operation of its own, which the project pays on every
+  call; the harness times it beside the bare server to show that share;
 - ``/bare.Bare/Stamped``: like ``Count``, each item's payload being ``time.time()`` just before its write;
 - ``/bare.Bare/Probe``: like ``Count``, and when the call is cancelled it records ``time.time()`` in its
   ``finally``, keyed by the ``x-request-id`` metadata: the bare equivalent of the engine seeing its kill;
@@ -28,6 +31,7 @@ import json
 import logging
 import sys
 import time
+import uuid
 from collections.abc import AsyncIterator, Coroutine
 from typing import Any, TypeVar
 
@@ -35,11 +39,12 @@ import grpc
 
 from engine_runtime.generated.examples.v1.examples_pb2 import CountRequest, CountResponse
 
-__all__ = ["COUNT", "COUNT_GEN", "PROBE", "PROBE_TIMES", "SERVICE", "STAMPED", "main", "run"]
+__all__ = ["COUNT", "COUNT_GEN", "COUNT_META", "PROBE", "PROBE_TIMES", "SERVICE", "STAMPED", "main", "run"]
 
 SERVICE = "bare.Bare"
 COUNT = f"/{SERVICE}/Count"
 COUNT_GEN = f"/{SERVICE}/CountGen"
+COUNT_META = f"/{SERVICE}/CountMeta"
 STAMPED = f"/{SERVICE}/Stamped"
 PROBE = f"/{SERVICE}/Probe"
 PROBE_TIMES = f"/{SERVICE}/ProbeTimes"
@@ -67,6 +72,10 @@ class Bare:
             if delay > 0 and index:
                 await asyncio.sleep(delay)
             await context.write(CountResponse(index=index, payload=payload).SerializeToString())
+
+    async def count_meta(self, raw: bytes, context: Context) -> None:
+        await context.send_initial_metadata(((REQUEST_ID_KEY, uuid.uuid4().hex),))
+        await self.count(raw, context)
 
     # The same loop as `count`, written out again on purpose: a helper shared by the two handler styles would add
     # an async-generator hop per message to the baseline that the project is measured against.
@@ -111,6 +120,7 @@ class Bare:
             {
                 "Count": grpc.unary_stream_rpc_method_handler(self.count),
                 "CountGen": grpc.unary_stream_rpc_method_handler(self.count_gen),
+                "CountMeta": grpc.unary_stream_rpc_method_handler(self.count_meta),
                 "Stamped": grpc.unary_stream_rpc_method_handler(self.stamped),
                 "Probe": grpc.unary_stream_rpc_method_handler(self.probe),
                 "ProbeTimes": grpc.unary_unary_rpc_method_handler(self.probe_times),

@@ -54,7 +54,8 @@ class Client(abc.ABC):
     def count(self, count: int, size: int = 16, delay_s: float = 0.0, *, timeout: float, variant: str = "") -> Call:
         """Start ``count`` items of ``size`` characters, ``delay_s`` apart (0: flat out), with a deadline.
 
-        ``variant="generator"`` picks the bare server's async-generator handler (ignored by the project).
+        ``variant="generator"`` picks the bare server's async-generator handler, ``variant="metadata"`` its handler
+        that sends initial metadata of its own first (both ignored by the project).
         """
 
     @abc.abstractmethod
@@ -97,6 +98,7 @@ class BareClient(Client):
         # No deserializer: messages stay raw bytes, one item each, never decoded.
         self._count: RawStream = self.channel.unary_stream(bare_server.COUNT)
         self._count_gen: RawStream = self.channel.unary_stream(bare_server.COUNT_GEN)
+        self._count_meta: RawStream = self.channel.unary_stream(bare_server.COUNT_META)
         self._stamped: RawStream = self.channel.unary_stream(bare_server.STAMPED)
         self._probe: RawStream = self.channel.unary_stream(bare_server.PROBE)
         self._probe_times: grpc.aio.UnaryUnaryMultiCallable[bytes, bytes] = self.channel.unary_unary(
@@ -104,7 +106,7 @@ class BareClient(Client):
         )
 
     def count(self, count: int, size: int = 16, delay_s: float = 0.0, *, timeout: float, variant: str = "") -> Call:
-        method = self._count_gen if variant == "generator" else self._count
+        method = {"generator": self._count_gen, "metadata": self._count_meta}.get(variant, self._count)
         return method(CountRequest(count=count, size=size, delay_s=delay_s).SerializeToString(), timeout=timeout)
 
     def stamped(self, count: int, delay_s: float, *, timeout: float) -> Call:

@@ -119,22 +119,29 @@ async def _peer_rates(bench: Bench, items: int, repeats: int) -> list[Run]:
 
 
 async def first_response(bench: Bench) -> Figure:
-    """(b) Time to the first response of a one-item request, median and p99; target at most 1.2x bare."""
-    times: dict[str, list[float]] = {"bare": [], "project": []}
+    """(b) Time to the first response of a one-item request, median and p99; target at most 1.1x bare (SPEC 7).
+
+    The bare server's handler that also sends initial metadata of its own first (as the project's protocol
+    requires: ``x-request-id`` and the rest) is timed beside, in the details: grpc.aio sends that as an operation
+    of its own, and the difference is the protocol's share of the gap, not the implementation's.
+    """
+    times: dict[str, list[float]] = {"bare": [], "project": [], "bare_with_metadata": []}
+    runs = (("bare", ""), ("project", ""), ("bare_with_metadata", "metadata"))
     async with bench.clients("bare") as (bare,), bench.clients("project") as (project,):
+        clients = {"bare": bare, "project": project, "bare_with_metadata": bare}
         for client in (bare, project):  # warm-up
             await read_all(client.count(1, PAYLOAD, timeout=SLACK), client)
         for _ in range(bench.sizes.first_response_calls):
-            # Alternating call by call: both servers see the same moments of a noisy machine.
-            for client in (bare, project):
+            # Alternating call by call: the servers see the same moments of a noisy machine.
+            for kind, variant in runs:
                 start = time.perf_counter()
                 first = None
-                async for _message in client.count(1, PAYLOAD, timeout=SLACK):
+                async for _message in clients[kind].count(1, PAYLOAD, timeout=SLACK, variant=variant):
                     if first is None:
                         first = time.perf_counter() - start
                 assert first is not None
-                times[client.kind].append(first * 1000)
-    target = Target("ratio", "<=", 1.2, "<= 1.2x")
+                times[kind].append(first * 1000)
+    target = Target("ratio", "<=", 1.1, "<= 1.1x")
     return Figure(
         "first_response",
         "time to first response, one-item request",
@@ -142,7 +149,13 @@ async def first_response(bench: Bench) -> Figure:
             Metric("median", "ms", statistics.median(times["project"]), statistics.median(times["bare"]), target),
             Metric("p99", "ms", percentile(times["project"], 99), percentile(times["bare"], 99), target),
         ],
-        details={"calls": bench.sizes.first_response_calls},
+        details={
+            "calls": bench.sizes.first_response_calls,
+            "bare_with_metadata_ms": {
+                "median": statistics.median(times["bare_with_metadata"]),
+                "p99": percentile(times["bare_with_metadata"], 99),
+            },
+        },
     )
 
 
@@ -196,7 +209,6 @@ async def paced(bench: Bench) -> Figure:
                 "ms",
                 percentile(p.extra_ms, 99),
                 percentile(b.extra_ms, 99),
-                Target("value", "<", 1.0, "< 1 ms"),
             ),
             Metric("p50 transit", "ms", percentile(p.transit_ms, 50), percentile(b.transit_ms, 50)),
             Metric("p99 transit", "ms", p99_transit, bare_p99_transit),
@@ -207,7 +219,7 @@ async def paced(bench: Bench) -> Figure:
                 "ms",
                 p99_transit - bare_p99_transit,
                 None,
-                Target("value", "<", 1.0, "< 1 ms"),
+                Target("value", "<", 0.5, "< 0.5 ms"),
             ),
         ],
         details={
