@@ -180,9 +180,15 @@ def generate(
             stream = await engine.generate(request, context)
             if isinstance(stream, RemoteStream):
                 # What another shell needs to stop this generation: engine-client stop ID --key KEY
-                click.echo(f"started: request id {context.id}, stop key {await stream.stop_key()}", err=True)
-            count = 0
+                click.echo(f"started: request id {context.id}, {await _where(stream)}", err=True)
+            count, migrations = 0, client.migrations
             async for item in stream:
+                if client.migrations != migrations and isinstance(stream, RemoteStream):
+                    # It continued on another replica: a new call, with a stop key of its own.
+                    migrations = client.migrations
+                    click.echo(
+                        f"continued: request id {context.id} after {_items(count)}, {await _where(stream)}", err=True
+                    )
                 click.echo(
                     json_format.MessageToJson(
                         item, indent=None, preserving_proto_field_name=True, always_print_fields_with_no_presence=True
@@ -204,6 +210,12 @@ def generate(
             return 0
 
     sys.exit(_run(run()))
+
+
+async def _where(stream: RemoteStream) -> str:
+    """``stop key KEY, served by ADDRESS``: what `engine-client stop` needs, and the replica serving the call."""
+    served_by = await stream.served_by()
+    return f"stop key {await stream.stop_key()}" + (f", served by {served_by}" if served_by else "")
 
 
 @command.command()

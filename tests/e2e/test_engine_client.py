@@ -105,7 +105,7 @@ def test_stop_from_another_shell_needs_the_printed_key(address: str, kill: bool)
         assert proc.stderr is not None
         started = proc.stderr.readline()
         assert started.startswith("started: request id "), started
-        request_id, key = started.split("request id ")[1].split(", stop key ")
+        request_id, key = started.split("request id ")[1].split(", served by ")[0].split(", stop key ")
         wrong = client(address, "stop", request_id, "--key", "guessed")
         assert wrong.returncode == 1 and "NOT_FOUND" in wrong.stderr
         right = client(address, "stop", request_id, "--key", key.strip(), *(["--kill"] if kill else []))
@@ -213,7 +213,7 @@ def test_priority_orders_queued_calls(start_server: type[ServerProcess]) -> None
         assert proc.stderr is not None
         started = proc.stderr.readline()
         assert started.startswith("started: request id "), started
-        request_id, key = started.split("request id ")[1].split(", stop key ")
+        request_id, key = started.split("request id ")[1].split(", served by ")[0].split(", stop key ")
         return proc, request_id, key.strip()
 
     low, high = f"low-{uuid.uuid4().hex[:8]}", f"high-{uuid.uuid4().hex[:8]}"

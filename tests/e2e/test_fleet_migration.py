@@ -5,7 +5,11 @@ not resumable ends Unavailable under the same faults, never looking complete."""
 from __future__ import annotations
 
 import asyncio
+import json
+import subprocess
+import sys
 from collections.abc import Iterator
+from pathlib import Path
 
 import grpc
 import pytest
@@ -135,3 +139,31 @@ def test_past_the_migration_limit_the_stream_raises_unavailable(three: Fleet) ->
     )
     assert isinstance(error, Unavailable) and finish is None and received == list(range(len(received)))
     assert migrations == 0
+
+
+def test_engine_client_follows_its_stream_to_another_replica_and_prints_the_new_stop_key(three: Fleet) -> None:
+    command = [str(Path(sys.executable).parent / "engine-client"), "--target", three.target, "generate", "ticks"]
+    proc = subprocess.Popen(
+        [*command, json.dumps({"count": N, "delay_s": 0.01})], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+    )
+    try:
+        assert proc.stdout is not None and proc.stderr is not None
+        started = proc.stderr.readline()
+        assert started.startswith("started: request id ") and ", served by " in started, started
+        first_owner = started.rsplit(", served by ", 1)[1].strip()
+        [owner] = [r.index for r in three.replicas if r.address == first_owner]
+        lines = [proc.stdout.readline() for _ in range(10)]
+        three.kill(owner)
+        out, err = proc.communicate(timeout=60)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.communicate()
+    assert proc.returncode == 0, err
+    indexes = [int(json.loads(line)["index"]) for line in [*lines, *out.splitlines()]]  # 64-bit: JSON strings
+    assert indexes == list(range(N))  # every item exactly once, in order
+    [continued] = [line for line in err.splitlines() if line.startswith("continued: ")]
+    key, served_by = continued.split(", stop key ")[1].split(", served by ")
+    assert served_by.strip() != first_owner and served_by.strip() in {r.address for r in three.replicas if r.alive}
+    assert key and key not in started  # the new call's own key
+    assert err.splitlines()[-1].startswith(f"completed: {N} items")
