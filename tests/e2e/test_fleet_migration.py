@@ -167,3 +167,29 @@ def test_engine_client_follows_its_stream_to_another_replica_and_prints_the_new_
     assert served_by.strip() != first_owner and served_by.strip() in {r.address for r in three.replicas if r.alive}
     assert key and key not in started  # the new call's own key
     assert err.splitlines()[-1].startswith(f"completed: {N} items")
+
+
+def test_an_idle_stream_on_a_frozen_replica_is_found_by_keepalive_and_continues_elsewhere(three: Fleet) -> None:
+    """No item is flowing when the host freezes: only the client's keepalive pings can tell it is gone."""
+
+    async def scenario() -> tuple[list[CountResponse], int, float]:
+        async with EngineClient([three.target], options=KEEPALIVE) as c:
+            ticks = (await c.get("ticks")).downcast(CountRequest, CountResponse)
+            assert ticks is not None
+            stream = await ticks.generate(CountRequest(count=0, delay_s=30))  # one item, then 30 s of nothing
+            received: list[CountResponse] = []
+            loop = asyncio.get_running_loop()
+            frozen_at = 0.0
+            async for item in stream:
+                received.append(item)
+                if len(received) == 1:
+                    await asyncio.to_thread(three.freeze, owner_of(three, item.payload))
+                    frozen_at = loop.time()
+                else:
+                    break  # the next item came from the replica it continued on: enough
+            return received, c.migrations, loop.time() - frozen_at
+
+    received, migrations, waited = asyncio.run(scenario())
+    assert [item.index for item in received] == [0, 1] and migrations == 1
+    assert received[1].payload != received[0].payload  # another process served it
+    assert waited < 20  # found by the pings (5 s apart, 2 s to answer here), long before the engine's next item
