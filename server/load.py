@@ -22,7 +22,7 @@ Example::
 
     load = Load(inflight, capacity=8)
     service.on_started(load.started)
-    load.figures()      # LoadFigures(utilization=1e-06, rps=0.1, inflight=0, queued=0)
+    load.figures()      # LoadFigures(utilization=1e-08, rps=0.1, inflight=0, queued=0)
 """
 
 from __future__ import annotations
