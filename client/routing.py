@@ -31,10 +31,13 @@ from collections.abc import Sequence
 
 from engine_runtime.server.protocol import SERVICE_NAME
 
+from .dns import resolve_at
+
 __all__ = [
     "FLEET_SERVICE_CONFIG",
     "SINGLE_SERVICE_CONFIG",
     "channel_targets",
+    "dns_authority",
     "dns_name",
     "is_fleet",
     "replica_addresses",
@@ -127,16 +130,23 @@ def dns_name(target: str) -> tuple[str, str] | None:
     return host.strip("[]"), port
 
 
+def dns_authority(target: str) -> str:
+    """The DNS server a ``dns://AUTHORITY/name`` target names (``""``: the machine's resolver)."""
+    return target[6:].partition("/")[0] if target.startswith("dns://") else ""
+
+
 def replica_addresses(target: str) -> list[str]:
-    """Every ``host:port`` a target stands for now (a ``dns:`` name is resolved by the system resolver)."""
+    """Every ``host:port`` a target stands for now: a ``dns:`` name is resolved afresh, by the machine's resolver,
+    or by the target's own DNS server where it names one (``dns://AUTHORITY/name``), as grpc does."""
     if target.startswith(("ipv4:", "ipv6:")):
         return [a for a in target[5:].split(",") if a]
     name = dns_name(target)
     if name is None:
         return [target]
     host, port = name
-    infos = socket.getaddrinfo(host, int(port), type=socket.SOCK_STREAM)
-    seen = dict.fromkeys(
-        f"[{info[4][0]}]:{port}" if info[0] == socket.AF_INET6 else f"{info[4][0]}:{port}" for info in infos
-    )
-    return list(seen)
+    authority = dns_authority(target)
+    if authority:
+        hosts = resolve_at(authority, host)
+    else:
+        hosts = [str(info[4][0]) for info in socket.getaddrinfo(host, int(port), type=socket.SOCK_STREAM)]
+    return list(dict.fromkeys(f"[{h}]:{port}" if ":" in h else f"{h}:{port}" for h in hosts))
