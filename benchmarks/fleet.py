@@ -30,12 +30,12 @@ import threading
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
 import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
-__all__ = ["Fleet", "FleetError", "Replica", "fleet", "wait_serving"]
+__all__ = ["Fleet", "FleetError", "FollowsOutput", "Output", "Replica", "fleet", "wait_serving"]
 
 START_TIMEOUT = 30.0
 STOP_TIMEOUT = 10.0
@@ -63,16 +63,67 @@ def wait_serving(address: str, timeout: float = START_TIMEOUT) -> None:
             raise FleetError(f"replica at {address} is {reply.status}, not SERVING")
 
 
-class Replica:
+class Output:
+    """A server process's output, followed line by line by a thread of its own: every line, the address its
+    ``listening on`` line names, and its JSON log records. Shared by :class:`Replica` and the tests' servers."""
+
+    def __init__(self, stream: IO[str], name: str) -> None:
+        self.lines: list[str] = []
+        self.address = ""
+        self.new_line = threading.Condition()  # notified on every line, and once at the end
+        self.listening = threading.Event()  # set at the listening line, or at the end without one
+        self.ended = False
+        self.reader = threading.Thread(target=self._read, args=(stream,), name=name, daemon=True)
+        self.reader.start()
+
+    def _read(self, stream: IO[str]) -> None:
+        for line in stream:
+            with self.new_line:
+                self.lines.append(line)
+                self.new_line.notify_all()
+            if not self.address and (match := LISTENING.search(line)):
+                self.address = match.group(1)
+                self.listening.set()
+        self.listening.set()  # gone: wake whoever waits, the address stays empty
+        with self.new_line:
+            self.ended = True
+            self.new_line.notify_all()
+
+    def records(self) -> list[dict[str, Any]]:
+        """The JSON log records printed (``--log-format json``); other lines are skipped."""
+        records = []
+        for line in list(self.lines):
+            with contextlib.suppress(ValueError):
+                record = json.loads(line)
+                if isinstance(record, dict):
+                    records.append(record)
+        return records
+
+
+class FollowsOutput:
+    """A server process whose output is ``followed``: the address it listens on, its lines, its JSON records."""
+
+    followed: Output
+
+    @property
+    def address(self) -> str:
+        return self.followed.address
+
+    @property
+    def lines(self) -> list[str]:
+        return self.followed.lines
+
+    def records(self) -> list[dict[str, Any]]:
+        """The JSON log records it printed (run with ``--log-format json``); other lines are skipped."""
+        return self.followed.records()
+
+
+class Replica(FollowsOutput):
     """One ``engine-server`` process on its own loopback host; ``lines`` is everything it printed."""
 
     def __init__(self, index: int, host: str, command: Sequence[str], env: Mapping[str, str]) -> None:
         self.index = index
         self.host = host
-        self.address = ""
-        self.lines: list[str] = []
-        self._new_line = threading.Condition()
-        self._listening = threading.Event()
         launch = [sys.executable, "-c", _LAUNCH, *command] if sys.platform == "linux" else list(command)
         self.proc = subprocess.Popen(
             launch,
@@ -83,55 +134,32 @@ class Replica:
             env={**os.environ, **env},
             cwd=ROOT,  # so that `benchmarks.engines` and `tests.engines` targets import
         )
-        self._reader = threading.Thread(target=self._read, name=f"replica {index} output", daemon=True)
-        self._reader.start()
-
-    def _read(self) -> None:
         assert self.proc.stdout is not None
-        for line in self.proc.stdout:
-            with self._new_line:
-                self.lines.append(line)
-                self._new_line.notify_all()
-            if not self.address and (match := LISTENING.search(line)):
-                self.address = match.group(1)
-                self._listening.set()
-        self._listening.set()  # gone: wake whoever waits, the address stays empty
-        with self._new_line:
-            self._new_line.notify_all()
+        self.followed = Output(self.proc.stdout, f"replica {index} output")
 
     def wait_for_record(self, predicate: Callable[[dict[str, Any]], bool], timeout: float = 10.0) -> dict[str, Any]:
         """The first JSON log record (``--log-format json``) that satisfies ``predicate``, within ``timeout``."""
         deadline = time.monotonic() + timeout
-        with self._new_line:
+        with self.followed.new_line:
             while True:
                 for record in self.records():
                     if predicate(record):
                         return record
                 remaining = deadline - time.monotonic()
-                if remaining <= 0 or (not self.alive and not self._reader.is_alive()):
+                if remaining <= 0 or (not self.alive and not self.followed.reader.is_alive()):
                     raise FleetError(f"replica {self.index} logged no such record: {self.last_lines()}")
-                self._new_line.wait(min(remaining, 1.0))
+                self.followed.new_line.wait(min(remaining, 1.0))
 
     def wait_serving(self, timeout: float = START_TIMEOUT) -> str:
         """The replica's address once its health service answers SERVING; :class:`FleetError` otherwise."""
         deadline = time.monotonic() + timeout
-        if not self._listening.wait(timeout) or not self.address:
+        if not self.followed.listening.wait(timeout) or not self.address:
             raise FleetError(f"replica {self.index} did not start: {self.last_lines()}")
         wait_serving(self.address, max(0.1, deadline - time.monotonic()))
         return self.address
 
     def last_lines(self, n: int = 5) -> str:
         return " | ".join(line.rstrip() for line in self.lines[-n:]) or "(no output)"
-
-    def records(self) -> list[dict[str, Any]]:
-        """The JSON log records it printed (run with ``--log-format json``); other lines are skipped."""
-        records = []
-        for line in list(self.lines):
-            with contextlib.suppress(ValueError):
-                record = json.loads(line)
-                if isinstance(record, dict):
-                    records.append(record)
-        return records
 
     @property
     def alive(self) -> bool:
@@ -147,7 +175,7 @@ class Replica:
             code = self.proc.wait(timeout)
         except subprocess.TimeoutExpired:
             raise FleetError(f"replica {self.index} still running after {timeout:.0f}s: {self.last_lines()}") from None
-        self._reader.join(STOP_TIMEOUT)
+        self.followed.reader.join(STOP_TIMEOUT)
         return code
 
     def close(self) -> None:
@@ -155,7 +183,7 @@ class Replica:
         if self.alive:
             self.proc.kill()
         self.proc.wait(STOP_TIMEOUT)
-        self._reader.join(STOP_TIMEOUT)
+        self.followed.reader.join(STOP_TIMEOUT)
         if self.proc.stdout is not None:
             self.proc.stdout.close()
 

@@ -2,25 +2,22 @@
 
 from __future__ import annotations
 
-import json
 import os
 import re
 import signal
 import subprocess
 import sys
-import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 
-from benchmarks.fleet import LISTENING, wait_serving
+from benchmarks.fleet import FollowsOutput, Output, wait_serving
 
 BIN = Path(sys.executable).parent
 ROOT = Path(__file__).resolve().parents[1]
 
 
-class ServerProcess:
+class ServerProcess(FollowsOutput):
     """An `engine-server` subprocess; `address` is read from its log line, never guessed."""
 
     def __init__(self, *args: str, env: dict[str, str] | None = None, cwd: Path = ROOT) -> None:
@@ -33,35 +30,15 @@ class ServerProcess:
             env={**os.environ, **(env or {})},
             cwd=cwd,
         )
-        self.lines: list[str] = []
-        self._new_line = threading.Condition()
-        self._eof = False
-        self._listening = threading.Event()
-        self.address = ""
-        self._reader = threading.Thread(target=self._read, daemon=True)
-        self._reader.start()
-
-    def _read(self) -> None:
         assert self.proc.stdout is not None
-        for line in self.proc.stdout:
-            with self._new_line:
-                self.lines.append(line)
-                self._new_line.notify_all()
-            match = LISTENING.search(line)
-            if match and not self.address:
-                self.address = match.group(1)
-                self._listening.set()
-        self._listening.set()
-        with self._new_line:
-            self._eof = True
-            self._new_line.notify_all()
+        self.followed = Output(self.proc.stdout, "engine-server output")
 
     def wait_listening(self, timeout: float = 30) -> str:
         """The address the server logged once it listens, after its health service answers SERVING there.
 
         The log line is the only place that names a port picked with ``--port 0``; readiness is health's word.
         """
-        if not self._listening.wait(timeout) or not self.address:
+        if not self.followed.listening.wait(timeout) or not self.address:
             raise AssertionError(f"engine-server did not start: {self.output}")
         wait_serving(self.address, timeout)
         return self.address
@@ -71,7 +48,7 @@ class ServerProcess:
         compiled = re.compile(pattern)
         deadline = time.monotonic() + timeout
         seen = after
-        with self._new_line:
+        with self.followed.new_line:
             while True:
                 for line in self.lines[seen:]:
                     match = compiled.search(line)
@@ -79,39 +56,27 @@ class ServerProcess:
                         return match
                 seen = len(self.lines)
                 remaining = deadline - time.monotonic()
-                if remaining <= 0 or self._eof:
+                if remaining <= 0 or self.followed.ended:
                     raise AssertionError(f"no line matching {pattern!r} in: {self.output}")
-                self._new_line.wait(remaining)
+                self.followed.new_line.wait(remaining)
 
     @property
     def output(self) -> str:
         return "".join(self.lines)
-
-    def records(self) -> list[dict[str, Any]]:
-        """The JSON log records (with ``--log-format json``); other output lines are skipped."""
-        records = []
-        for line in self.lines:
-            try:
-                record = json.loads(line)
-            except ValueError:
-                continue
-            if isinstance(record, dict):
-                records.append(record)
-        return records
 
     def signal(self, signum: int) -> None:
         self.proc.send_signal(signum)
 
     def wait(self, timeout: float = 30) -> int:
         code = self.proc.wait(timeout)
-        self._reader.join(5)
+        self.followed.reader.join(5)
         return code
 
     def close(self) -> None:
         if self.proc.poll() is None:
             self.proc.send_signal(signal.SIGKILL)
             self.proc.wait(10)
-        self._reader.join(5)
+        self.followed.reader.join(5)
         if self.proc.stdout is not None:
             self.proc.stdout.close()
 
