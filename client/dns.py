@@ -25,21 +25,28 @@ _FAMILY = {_A: (socket.AF_INET, 4), _AAAA: (socket.AF_INET6, 16)}
 
 def resolve_at(server: str, name: str, timeout: float = 2.0) -> list[str]:
     """The IPv4 and IPv6 addresses of ``name`` that ``server`` (``host``, ``host:port``, ``[v6]:port``; port 53
-    by default) answers with; ``[]`` if it has none. Raises :class:`OSError` if it does not answer or refuses."""
-    host, port = _split(server)
+    by default) answers with; ``[]`` if it has none. Raises :class:`OSError` if it does not answer, refuses, or
+    answers nonsense, or if ``server`` or ``name`` cannot be asked at all."""
+    try:
+        host, port = _split(server)
+        queries = {qtype: _query(name, qtype) for qtype in (_A, _AAAA)}
+    except (ValueError, UnicodeError) as error:  # a port that is no number, a label over 63 characters
+        raise OSError(f"cannot ask {server!r} for {name!r}: {error}") from None
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
     addresses: list[str] = []
     with socket.socket(family, socket.SOCK_DGRAM) as sock:
         sock.settimeout(timeout)
         sock.connect((host, port))
-        for qtype in (_A, _AAAA):
-            ident = secrets.randbelow(1 << 16)
-            sock.send(_query(ident, name, qtype))
+        for qtype, (ident, query) in queries.items():
+            sock.send(query)
             while True:  # a stray datagram (an earlier query's late answer) is not ours: read on
                 reply = sock.recv(_UDP_BUFFER)
                 if len(reply) >= 12 and struct.unpack_from("!H", reply)[0] == ident:
                     break
-            addresses += _answers(reply, qtype)
+            try:
+                addresses += _answers(reply, qtype)
+            except (struct.error, IndexError) as error:  # an answer cut short or malformed
+                raise OSError(f"{server!r} sent a malformed DNS answer for {name!r}: {error}") from None
     return list(dict.fromkeys(addresses))
 
 
@@ -53,11 +60,13 @@ def _split(server: str) -> tuple[str, int]:
     return server, 53
 
 
-def _query(ident: int, name: str, qtype: int) -> bytes:
+def _query(name: str, qtype: int) -> tuple[int, bytes]:
+    """A fresh query id, and the query."""
+    ident = secrets.randbelow(1 << 16)
     header = struct.pack("!HHHHHH", ident, 0x0100, 1, 0, 0, 1)  # recursion desired; one question, one OPT record
     labels = b"".join(bytes([len(label)]) + label for label in name.rstrip(".").encode("idna").split(b"."))
     opt = b"\x00" + struct.pack("!HHIH", _OPT, _UDP_BUFFER, 0, 0)  # EDNS0: answers up to 4,096 bytes over UDP
-    return header + labels + b"\x00" + struct.pack("!HH", qtype, _IN) + opt
+    return ident, header + labels + b"\x00" + struct.pack("!HH", qtype, _IN) + opt
 
 
 def _answers(reply: bytes, qtype: int) -> list[str]:

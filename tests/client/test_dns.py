@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import socket
+import threading
 
 import pytest
 
@@ -37,3 +38,24 @@ def test_a_dns_target_with_an_authority_is_resolved_there_as_grpc_does() -> None
         assert replica_addresses(target) == ["127.0.0.2:5000", "127.0.0.3:5000"]
     assert dns_authority("dns:///fleet.test:5000") == ""
     assert dns_authority("ipv4:127.0.0.1:1") == ""
+
+
+def test_a_malformed_answer_or_server_address_is_an_os_error_naming_it() -> None:
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as liar:
+        liar.bind(("127.0.0.1", 0))
+        liar.settimeout(5)
+
+        def answer_cut_short() -> None:
+            query, peer = liar.recvfrom(512)
+            # The query's id, then a header that promises an answer the datagram does not hold.
+            liar.sendto(query[:2] + b"\x84\x00\x00\x01\x00\x01\x00\x00\x00\x00\x05fle", peer)
+
+        thread = threading.Thread(target=answer_cut_short)
+        thread.start()
+        with pytest.raises(OSError, match="malformed DNS answer"):
+            resolve_at(f"127.0.0.1:{liar.getsockname()[1]}", "fleet.test", timeout=2)
+        thread.join(5)
+    with pytest.raises(OSError, match="cannot ask"):
+        resolve_at("127.0.0.1:dns", "fleet.test")
+    with pytest.raises(OSError, match="cannot ask"):
+        resolve_at("127.0.0.1", "x" * 64 + ".test")
