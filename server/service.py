@@ -86,7 +86,7 @@ class EngineService:
         self.kill_timeout = kill_timeout
         self.inflight = inflight if inflight is not None else InFlight()
         self.draining = False
-        self.served_by = ""  # this replica's address, sent as x-served-by (set once the server listens)
+        self._served_by: tuple[tuple[str, str], ...] = ()  # the x-served-by of every generation's metadata
         self._max_message_bytes = max_message_bytes
         # What each engine's pump gets; the batch leaves room for the message's framing under grpc's size limit.
         max_batch_bytes = max(1, min(DEFAULT_MAX_BATCH_BYTES, max_message_bytes // 2))
@@ -99,6 +99,15 @@ class EngineService:
         self._finished: list[Finished] = []
         self._refused: list[Refused] = []
         self._called: list[Called] = []
+
+    @property
+    def served_by(self) -> str:
+        """This replica's address, sent as ``x-served-by`` (set once the server listens; ``""``: not sent)."""
+        return self._served_by[0][1] if self._served_by else ""
+
+    @served_by.setter
+    def served_by(self, address: str) -> None:
+        self._served_by = ((SERVED_BY_KEY, address),) if address else ()
 
     def on_call(self, callback: Called) -> None:
         """Call ``callback(metadata, request)`` in a call's task before its engine starts (which inherits it)."""
@@ -226,8 +235,7 @@ class EngineService:
             if place is None:  # admitted at once: the engine gets going while the initial metadata is sent
                 stream = await self._start(admitted)
             # At once, even for a call that waits: its client learns the id and stop key, and can Stop it there.
-            served_by = ((SERVED_BY_KEY, self.served_by),) if self.served_by else ()
-            await context.send_initial_metadata(initial_metadata(generation, served_by))
+            await context.send_initial_metadata(initial_metadata(generation, self._served_by))
             if place is not None:
                 ending = await self.inflight.admission.wait(place, context.time_remaining())
                 if ending is not None:  # it left the queue without running
