@@ -13,6 +13,7 @@ from engine_runtime.generated.engine.v1 import engine_pb2_grpc as pbg
 from engine_runtime.generated.examples.v1.examples_pb2 import CountRequest
 from engine_runtime.generated.xds.data.orca.v3.orca_load_report_pb2 import OrcaLoadReport
 from engine_runtime.generated.xds.service.orca.v3 import orca_pb2, orca_pb2_grpc
+from engine_runtime.server.app import EngineServer
 from engine_runtime.server.load import DEFAULT_CAPACITY, RPS_FLOOR, UTILIZATION_FLOOR
 from engine_runtime.server.orca_service import MIN_INTERVAL
 from tests.conftest import ServerFactory
@@ -49,16 +50,23 @@ async def test_an_idle_replica_reports_the_floors_not_zero(make_server: ServerFa
     assert dict(report.named_metrics) == {"inflight": 0.0, "queued": 0.0}
 
 
-async def test_reports_count_generations_in_flight_over_the_capacity_cubed(make_server: ServerFactory) -> None:
-    server = await make_server(max_concurrency=4)
+async def report_while_running(server: EngineServer, streams: int) -> OrcaLoadReport:
+    """One report taken while ``streams`` paced probes run on ``server`` (each has sent its first item)."""
     async with grpc.aio.insecure_channel(server.addresses[0]) as channel:
         stub = pbg.EngineServiceStub(channel)
-        calls: list[Any] = [stub.Generate(generate_request("probe", CountRequest(delay_s=0.05))) for _ in range(3)]
+        calls: list[Any] = [
+            stub.Generate(generate_request("probe", CountRequest(delay_s=0.05))) for _ in range(streams)
+        ]
         for call in calls:
             await first_reply(call)
         [(_, report)] = await reports(server.addresses[0], 1.0, 1)
         for call in calls:
             call.cancel()
+    return report
+
+
+async def test_reports_count_generations_in_flight_over_the_capacity_cubed(make_server: ServerFactory) -> None:
+    report = await report_while_running(await make_server(max_concurrency=4), 3)
     assert report.application_utilization == pytest.approx((3 / 4) ** 3)
     assert report.named_metrics["inflight"] == 3.0
     assert report.named_metrics["queued"] == 0.0
@@ -66,15 +74,7 @@ async def test_reports_count_generations_in_flight_over_the_capacity_cubed(make_
 
 
 async def test_without_a_limit_the_default_capacity_is_the_denominator(make_server: ServerFactory) -> None:
-    server = await make_server()
-    async with grpc.aio.insecure_channel(server.addresses[0]) as channel:
-        stub = pbg.EngineServiceStub(channel)
-        calls: list[Any] = [stub.Generate(generate_request("probe", CountRequest(delay_s=0.05))) for _ in range(10)]
-        for call in calls:
-            await first_reply(call)
-        [(_, report)] = await reports(server.addresses[0], 1.0, 1)
-        for call in calls:
-            call.cancel()
+    report = await report_while_running(await make_server(), 10)
     assert report.application_utilization == pytest.approx((10 / DEFAULT_CAPACITY) ** 3)
     assert report.named_metrics["inflight"] == 10.0
 
