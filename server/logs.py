@@ -69,10 +69,14 @@ class _Writer:
     """The thread that formats and writes the records: every record waiting at once, in one write.
 
     A busy server logs a line per request; taking them in batches costs one wake-up and one write per burst
-    instead of one per line (``logging.handlers.QueueListener`` wakes and writes per record).
+    instead of one per line (``logging.handlers.QueueListener`` wakes and writes per record). Once a record
+    arrives the thread lingers ``LINGER`` seconds for the rest of the burst: a line is written at most that late,
+    and a server answering thousands of calls a second wakes this thread at most 1 / ``LINGER`` times a second
+    (each wake-up takes the GIL from the event loop; measured, waking per record cost a call ~40 us).
     """
 
     BATCH = 1024
+    LINGER = 0.01
 
     def __init__(self, records: queue.SimpleQueue[logging.LogRecord], handler: logging.StreamHandler[Any]) -> None:
         self.records = records
@@ -92,6 +96,8 @@ class _Writer:
         records, handler = self.records, self.handler
         while True:
             batch = [records.get()]
+            if batch[0] is not _STOP:
+                time.sleep(self.LINGER)
             while len(batch) < self.BATCH:
                 try:
                     batch.append(records.get_nowait())
@@ -116,6 +122,9 @@ class _Writer:
 
 
 _listeners: list[_Writer] = []
+
+# Looked up once: `getLogger` takes the logging module's lock, and the request line is written for every call.
+_REQUESTS = logging.getLogger("engine_runtime.requests")
 
 
 def flush_logs() -> None:
@@ -151,12 +160,14 @@ def configure_logging(fmt: str = "text", level: str = "info") -> None:
 def log_request(generation: Generation, code: Code) -> None:
     """The one line per finished request: engine, request id, status, items, duration, how it ended and why
     (``finish`` is ``migrated`` for a resumable generation a drain handed off), and ``resume_from`` if resumed."""
+    if not _REQUESTS.isEnabledFor(logging.INFO):
+        return  # `--log-level warning`: not even the fields are gathered
     ctx = generation.context
     ending = generation.ending
     finish = ending.how.value if ending is not None else "failed"
     cause = ending.cause if ending is not None else None
     ended = generation.ended if generation.ended is not None else time.monotonic()
-    logging.getLogger("engine_runtime.requests").info(
+    _REQUESTS.info(
         "request %s %s: %s",
         ctx.id,
         finish,
@@ -181,7 +192,7 @@ def log_dequeued(generation: Generation, cause: Cause | None) -> None:
     (``admitted``: it got a slot; else the cause that took it out, as in the request line)."""
     left = cause.value if cause is not None else "admitted"
     waited_ms = round((generation.waited or 0.0) * 1000, 3)
-    logging.getLogger("engine_runtime.requests").info(
+    _REQUESTS.info(
         "request %s waited %.1f ms in the queue: %s",
         generation.id,
         waited_ms,
@@ -218,7 +229,7 @@ class RefusalLog:
             return
         self._allowance -= 1
         skipped, self._skipped = self._skipped, 0
-        logging.getLogger("engine_runtime.requests").info(
+        _REQUESTS.info(
             "refused: %s: %s",
             error.code.name,
             error.message,
