@@ -21,8 +21,9 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
-import uuid
 from typing import Protocol, runtime_checkable
+
+from .ids import request_id
 
 __all__ = ["MAX_ID_LENGTH", "Context", "Controller", "Link", "validate_request_id"]
 
@@ -105,7 +106,7 @@ class Context:
     def __init__(self, id: str | None = None, *, resume_from: int = 0) -> None:
         if resume_from < 0:
             raise ValueError(f"resume_from must be 0 or more, got {resume_from}")
-        self._id = id if id is not None else str(uuid.uuid4())
+        self._id = id if id is not None else request_id()
         self.resume_from = resume_from
         """How many items of this generation its consumer already has: a resumable engine continues after them.
 

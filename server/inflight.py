@@ -10,13 +10,13 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import secrets
 import time
 from collections.abc import Iterator
 
 from .admission import Admission, Place
 from .context import Context
 from .errors import AlreadyExists, ResourceExhausted
+from .ids import stop_key
 from .outcome import Cause, Ending
 
 __all__ = ["Generation", "InFlight"]
@@ -61,7 +61,7 @@ class Generation:
         self.resumable = resumable
         self.handed_off = False  # ended by the drain for its client to continue elsewhere (How.MIGRATED)
         # What a `Stop` for this generation must carry, so that no client can stop another's (x-stop-key).
-        self.stop_key = secrets.token_urlsafe(16)
+        self.stop_key = stop_key()
         self.stop_cause: Cause | None = None
         self.kill_cause: Cause | None = None
         self.started = time.monotonic()
