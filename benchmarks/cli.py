@@ -16,18 +16,19 @@ from typing import Any
 
 from tqdm import tqdm  # type: ignore[import-untyped]  # tqdm ships no type information
 
-from . import admission, capacity, client_calls, ending, figures, load
+from . import admission, capacity, client_calls, ending, figures, fleet_figure, hostile, load
 from .bare_server import run as run_loop
+from .chart import write_chart
 from .harness import FULL, PROJECT_TARGETS, QUICK, Bench, peer_details
 from .peer_runtime import PeerFailed, running_peer
 from .procs import Pinning, ServerProcess, bare_command, plan_pinning, project_command, running
-from .report import Figure, machine_info, write_chart, write_json
+from .report import Figure, machine_info, write_json
 
-__all__ = ["FIGURES", "PEER_FIGURES", "RESERVED", "main", "run_figure"]
+__all__ = ["FIGURES", "PEER_FIGURES", "main", "run_figure"]
 
 FigureFn = Callable[[Bench], Awaitable[Figure]]
 
-# In running order; memory, workers and admission start servers of their own.
+# In running order; memory, workers, admission and hostile start servers of their own, fleet its own fleets.
 FIGURES: dict[str, tuple[str, FigureFn]] = {
     "throughput": ("(a) items/s, one stream, fast engine", figures.throughput),
     "first_response": ("(b) time to first response", figures.first_response),
@@ -41,18 +42,12 @@ FIGURES: dict[str, tuple[str, FigureFn]] = {
     "stop": ("(j) what a stop mid-stream delivers", ending.stop),
     "capacity": ("(k) capacity at 20 items/s per stream", capacity.capacity),
     "admission": ("(l) admission queue: burst, cancel to removal", admission.admission),
+    "hostile": ("(m) hostile mix beside well-behaved streams", hostile.hostile),
+    "fleet": ("(n) fleet: balance, scale-out, a failing replica", fleet_figure.fleet),
 }
 
 # The figures the origin's runtime takes part in: it is started only when one of them runs.
 PEER_FIGURES = {"throughput", "concurrent", "cancel", "client_first_response", "disconnect", "stop", "capacity"}
-
-# SPEC section 7's rows measured elsewhere (the queue's is `admission`): each keeps a slot in every run's JSON,
-# skipped with where it is measured, so that every run has the same keys.
-RESERVED: dict[str, str] = {
-    "hostile": "the hostile mix (SPEC section 8): a correctness soak, tests/server/hardening/test_hostile_mix.py",
-    "fleet": "a fleet of replicas (SPEC section 9): python -m benchmarks.fleet_balance and python -m "
-    "benchmarks.migration (docs/scaling.md)",
-}
 
 
 def selected_peer_figures(selected: list[str]) -> bool:
@@ -213,9 +208,6 @@ def main(argv: list[str] | None = None) -> int:
         print("interrupted: no results written", file=sys.stderr)
         return 130
     results = {key: ran.get(key) or Figure(key, FIGURES[key][0], "skipped", "not selected (--only)") for key in FIGURES}
-    for key, what in RESERVED.items():
-        if key not in results:
-            results[key] = Figure(key, what, "skipped", f"measured elsewhere: {what}")
 
     args.out.mkdir(parents=True, exist_ok=True)
     json_path = args.out / f"bench-{stamp}.json"

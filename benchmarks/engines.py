@@ -12,6 +12,10 @@
   them. The client records its own ``time.time()`` when it cancels; the difference is cancel-to-kill latency.
 - ``drain_probe``: items ``delay_s`` apart until ``ctx.is_stopped()``, then ``size`` more (an engine that finishes
   its work on a stop); ``stop_notes`` returns ``{request_id: {"stop_noticed_at", "yielded"}}`` and forgets them.
+- the misbehaving engines of the hostile mix (:mod:`.hostile`): ``exits`` (one item, then ``SystemExit``, or
+  ``KeyboardInterrupt`` for ``text="interrupt"``), ``fails`` (one item, then an unexpected exception),
+  ``leaks_cancel`` (one item, then a ``CancelledError`` nobody asked for) and ``swallows_kill`` (one item, then it
+  ignores every cancellation, as an engine stuck in a ``finally`` does).
 
 Both clocks are the same machine's wall clock, which is what makes the difference meaningful.
 """
@@ -19,6 +23,7 @@ Both clocks are the same machine's wall clock, which is what makes the differenc
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import time
 from collections.abc import AsyncIterator
@@ -27,7 +32,7 @@ from typing import Any
 from google.protobuf.empty_pb2 import Empty
 from google.protobuf.struct_pb2 import Struct
 
-from engine_runtime.generated.examples.v1.examples_pb2 import CountRequest, CountResponse
+from engine_runtime.generated.examples.v1.examples_pb2 import CountRequest, CountResponse, EchoRequest, EchoResponse
 from engine_runtime.server import Context, EngineRegistry
 from engine_runtime.server.examples import registry as examples
 
@@ -146,3 +151,35 @@ def _struct(records: dict[str, Any]) -> Struct:
     result = Struct()
     result.update(records)
     return result
+
+
+@registry.engine("exits", request=EchoRequest, response=EchoResponse)
+async def exits(request: EchoRequest, ctx: Context) -> AsyncIterator[EchoResponse]:
+    """Yields one item, then raises SystemExit (`text` == "interrupt": KeyboardInterrupt)."""
+    yield EchoResponse(text="before")
+    if request.text == "interrupt":
+        raise KeyboardInterrupt
+    raise SystemExit(3)
+
+
+@registry.engine("fails", request=EchoRequest, response=EchoResponse)
+async def fails(request: EchoRequest, ctx: Context) -> AsyncIterator[EchoResponse]:
+    """Yields one item, then raises an exception its author did not expect, carrying a secret."""
+    yield EchoResponse(text="before")
+    raise RuntimeError("secret-internal-detail")
+
+
+@registry.engine("leaks_cancel", request=EchoRequest, response=EchoResponse)
+async def leaks_cancel(request: EchoRequest, ctx: Context) -> AsyncIterator[EchoResponse]:
+    """Yields one item, then raises CancelledError without having been cancelled."""
+    yield EchoResponse(text="before")
+    raise asyncio.CancelledError
+
+
+@registry.engine("swallows_kill", request=CountRequest, response=CountResponse)
+async def swallows_kill(request: CountRequest, ctx: Context) -> AsyncIterator[CountResponse]:
+    """Yields one item, then sleeps on through every cancellation: only the server's kill timeout ends its call."""
+    yield CountResponse(index=0)
+    for _ in range(3600):
+        with contextlib.suppress(asyncio.CancelledError):
+            await asyncio.sleep(1)

@@ -46,6 +46,10 @@ class Sizes:
     capacity_start: int  # streams of the capacity search's first trial
     capacity_items: int  # items of each stream of a trial
     capacity_seconds: float  # each server's time budget for the search
+    hostile_rounds: int  # rounds of the hostile mix (and as many quiet ones before)
+    hostile_good: int  # well-behaved streams per round
+    fleet_balance_args: tuple[str, ...]  # `python -m benchmarks.fleet_balance` options of figure (n)
+    migration_args: tuple[str, ...]  # `python -m benchmarks.migration` options of figure (n)
 
 
 QUICK = Sizes(
@@ -69,6 +73,10 @@ QUICK = Sizes(
     capacity_start=100,
     capacity_items=5,
     capacity_seconds=3.0,
+    hostile_rounds=1,
+    hostile_good=10,
+    fleet_balance_args=("--rates", "60", "--seconds", "2", "--warmup", "0.5", "--long-s", "1", "--connection-age", "1"),
+    migration_args=("--streams", "6", "--items", "40", "--fault", "kill"),
 )
 
 FULL = Sizes(
@@ -92,6 +100,10 @@ FULL = Sizes(
     capacity_start=500,
     capacity_items=40,
     capacity_seconds=60.0,
+    hostile_rounds=5,
+    hostile_good=40,
+    fleet_balance_args=("--rates", "60", "--seconds", "12"),
+    migration_args=(),
 )
 
 

@@ -14,6 +14,7 @@ from collections.abc import AsyncIterator
 
 import grpc
 
+from benchmarks.engines import exits, fails, leaks_cancel
 from engine_runtime.client import EngineClient
 from engine_runtime.generated.examples.v1.examples_pb2 import (
     CountError,
@@ -41,6 +42,9 @@ PROBES: dict[str, Probe] = {}
 
 registry = EngineRegistry()
 registry.merge(examples)
+# The misbehaving engines of the benchmark's hostile mix, one definition for both.
+for _fn in (exits, fails, leaks_cancel):
+    registry.register(_fn.__name__, _fn, request=EchoRequest, response=EchoResponse)
 
 
 @registry.engine("probe", request=CountRequest, response=CountResponse)
@@ -106,13 +110,6 @@ async def probe_report(request: EchoRequest, ctx: Context) -> EchoResponse:
     return EchoResponse(text=f"{record.exit} killed={record.killed_in_finally}")
 
 
-@registry.engine("fails", request=EchoRequest, response=EchoResponse)
-async def fails(request: EchoRequest, ctx: Context) -> AsyncIterator[EchoResponse]:
-    """Yields one item, then raises an unexpected exception carrying a secret."""
-    yield EchoResponse(text="before")
-    raise RuntimeError("secret-internal-detail")
-
-
 @registry.engine("wrong_type", request=EchoRequest, response=EchoResponse)
 async def wrong_type(request: EchoRequest, ctx: Context) -> AsyncIterator[EchoResponse]:
     """Yields a CountResponse where it promised EchoResponse."""
@@ -157,13 +154,6 @@ async def ticks(request: CountRequest, ctx: Context) -> AsyncIterator[CountRespo
         await asyncio.sleep(request.delay_s)
 
 
-@registry.engine("leaks_cancel", request=EchoRequest, response=EchoResponse)
-async def leaks_cancel(request: EchoRequest, ctx: Context) -> AsyncIterator[EchoResponse]:
-    """Raises CancelledError without having been cancelled."""
-    yield EchoResponse(text="before")
-    raise asyncio.CancelledError
-
-
 @registry.engine("hangs", request=EchoRequest, response=EchoResponse)
 async def hangs(request: EchoRequest, ctx: Context) -> AsyncIterator[EchoResponse]:
     """Never yields and never checks its context: only a kill ends it."""
@@ -180,15 +170,6 @@ async def pid(request: EchoRequest, ctx: Context) -> AsyncIterator[EchoResponse]
         if ctx.is_stopped():
             return
         yield EchoResponse(text=word)
-
-
-@registry.engine("exits", request=EchoRequest, response=EchoResponse)
-async def exits(request: EchoRequest, ctx: Context) -> AsyncIterator[EchoResponse]:
-    """Yields one item, then raises SystemExit (`text` == "interrupt": KeyboardInterrupt)."""
-    yield EchoResponse(text="before")
-    if request.text == "interrupt":
-        raise KeyboardInterrupt
-    raise SystemExit(3)
 
 
 @registry.engine("swallows_kill", request=CountRequest, response=CountResponse)

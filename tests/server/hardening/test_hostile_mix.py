@@ -10,7 +10,6 @@ for the issue notes (`pytest -s`).
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import random
 import time
 from typing import Any
@@ -19,11 +18,12 @@ import grpc
 import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
+from benchmarks.hostile import cancel_storm, half_a_message, half_open_session, never_reads
 from engine_runtime.generated.engine.v1 import engine_pb2_grpc as pbg
 from engine_runtime.generated.examples.v1.examples_pb2 import CountRequest, CountResponse, EchoRequest, EchoResponse
 from engine_runtime.server.zombies import ZOMBIES
 from tests.conftest import ServerFactory
-from tests.helpers import collect, generate_request
+from tests.helpers import collect
 
 pytestmark = [pytest.mark.asyncio, pytest.mark.timeout(180)]
 
@@ -43,57 +43,6 @@ async def bad_engine(stub: pbg.EngineServiceAsyncStub, rng: random.Random) -> st
     )
     out = await collect(stub, engine, request, EchoResponse if engine != "swallows_kill" else CountResponse, timeout=1)
     return out.code.name
-
-
-async def never_reads(stub: pbg.EngineServiceAsyncStub) -> None:
-    call = stub.Generate(generate_request("count", CountRequest(count=1000, size=200_000)), timeout=2)
-    await asyncio.sleep(1)  # holding the stream while reading nothing: flow control stops the engine
-    call.cancel()
-
-
-async def half_open_session(channel: grpc.aio.Channel) -> None:
-    call: Any = pbg.EngineServiceStub(channel).Session(timeout=1)  # opened, its first message never sent
-    with contextlib.suppress(grpc.aio.AioRpcError):
-        await call.read()
-
-
-def _frame(kind: int, flags: int, stream: int, payload: bytes) -> bytes:
-    return len(payload).to_bytes(3, "big") + bytes([kind, flags]) + stream.to_bytes(4, "big") + payload
-
-
-def _literal(name: str, value: str) -> bytes:
-    # HPACK "literal header field without indexing, new name" (RFC 7541 6.2.2), short strings only.
-    return b"\x00" + bytes([len(name)]) + name.encode() + bytes([len(value)]) + value.encode()
-
-
-async def half_a_message(address: str) -> None:
-    """A raw HTTP/2 client: a Generate call whose one message says 100 bytes and sends 10, then silence."""
-    host, port = address.rsplit(":", 1)
-    reader, writer = await asyncio.open_connection(host, int(port))
-    headers = b"".join(
-        _literal(name, value)
-        for name, value in (
-            (":method", "POST"), (":scheme", "http"), (":path", "/engine.v1.EngineService/Generate"),
-            (":authority", address), ("content-type", "application/grpc"), ("te", "trailers"),
-        )
-    )  # fmt: skip
-    writer.write(b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n" + _frame(4, 0, 0, b""))
-    writer.write(_frame(1, 0x4, 1, headers) + _frame(0, 0, 1, b"\x00" + (100).to_bytes(4, "big") + b"x" * 10))
-    await writer.drain()
-    await asyncio.sleep(1)  # holding the half-sent message
-    writer.close()
-    with contextlib.suppress(ConnectionError):
-        await writer.wait_closed()
-    del reader
-
-
-async def cancel_storm(stub: pbg.EngineServiceAsyncStub, rng: random.Random) -> None:
-    calls = [stub.Generate(generate_request("probe", CountRequest(delay_s=0.001))) for _ in range(30)]
-    for call in calls:
-        if rng.random() < 0.5:
-            with contextlib.suppress(grpc.aio.AioRpcError):
-                await call.read()
-        call.cancel()
 
 
 async def good(stub: pbg.EngineServiceAsyncStub, n: int) -> bool:
@@ -119,7 +68,7 @@ async def test_every_well_behaved_stream_completes_beside_hostile_engines_and_cl
                 *(never_reads(stub) for _ in range(5)),
                 *(half_open_session(channel) for _ in range(5)),
                 *(half_a_message(server.addresses[0]) for _ in range(3)),
-                cancel_storm(stub, rng),
+                cancel_storm(stub, rng, "probe"),
             ]
             await asyncio.gather(*hostile)
             reply = await health.Check(health_pb2.HealthCheckRequest(service=""), timeout=10)
