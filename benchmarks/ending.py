@@ -2,7 +2,9 @@
 
 - **disconnect**: a client process holds paced probes (one item per 5 ms) open and reading, and is SIGKILLed;
   each probe's engine records when it learnt of it; the latency is from the SIGKILL to that record. The client
-  is ``python -m benchmarks.holder`` for the bare and project servers, the peer's own client for the peer.
+  is ``python -m benchmarks.holder`` for the bare and project servers, the peer's own client for the peer. The
+  same again with the client shutting down its connections itself just before the SIGKILL (:mod:`.drop`): from
+  that moment, without the kernel's teardown of the killed process.
 - **stop**: a paced stream is stopped gracefully after 3 items through each one's Python client (the project's
   ``EngineClient``: ``stream.context.stop_generating()``; the peer's: ``Context.stop_generating()``); the engine
   then yields ``DRAIN`` more items and returns. What reaches the client after the stop, and how the stream ends.
@@ -16,6 +18,7 @@ import sys
 import time
 import uuid
 from collections import Counter
+from dataclasses import replace
 from typing import Any
 
 from google.protobuf.empty_pb2 import Empty
@@ -26,7 +29,7 @@ from engine_runtime.generated.examples.v1.examples_pb2 import CountRequest, Coun
 from engine_runtime.server import Context
 
 from .harness import Bench, peer_details
-from .peer_runtime import PeerFailed, sigkill_when_held
+from .peer_runtime import PeerFailed, drop_when_held, sigkill_when_held
 from .report import Figure, Metric, Target, latency_metrics, percentile
 
 __all__ = ["disconnect", "stop"]
@@ -38,9 +41,10 @@ DRAIN = 5  # items the engine yields once it sees the stop
 SLACK = 30.0
 
 
-async def _kill_holders(bench: Bench, kind: str, exits: list[float]) -> dict[str, float]:
-    """SIGKILL a holding client ``disconnect_rounds`` times; ``{request_id: time.time() of its kill}``, and each
-    client's time from the kill to its exit in ``exits`` (ms)."""
+async def _kill_holders(bench: Bench, kind: str, exits: list[float] | None) -> dict[str, float]:
+    """End a holding client ``disconnect_rounds`` times; ``{request_id: time.time() it ended}``. With ``exits``
+    each is SIGKILLed (its time from the kill to its exit goes in ``exits``, ms); else it drops its connections
+    first, and the time is the drop's."""
     s = bench.sizes
     killed: dict[str, float] = {}
     for round_ in range(s.disconnect_rounds):
@@ -53,12 +57,15 @@ async def _kill_holders(bench: Bench, kind: str, exits: list[float]) -> dict[str
             command = [sys.executable, "-m", "benchmarks.holder", kind, address, str(s.disconnect_streams), prefix]
             command, env = [*command, str(PROBE_PACE)], {}
         try:
-            at, reaped = await sigkill_when_held(command, env, bench.client_cpus)
+            if exits is None:
+                at = await drop_when_held(command, env, bench.client_cpus)
+            else:
+                at, reaped = await sigkill_when_held(command, env, bench.client_cpus)
+                exits.append((reaped - at) * 1000)
         except RuntimeError as error:
             if kind == "peer":
                 raise PeerFailed(f"its holding client: {error}") from error
             raise
-        exits.append((reaped - at) * 1000)
         killed.update({f"{prefix}-{i}": at for i in range(s.disconnect_streams)})
     return killed
 
@@ -77,20 +84,24 @@ async def disconnect(bench: Bench) -> Figure:
     """Client SIGKILLed to engine noticing, p50/p99; target p99 under 2 ms (SPEC section 7)."""
     kinds = ["project", "bare", *(["peer"] if bench.peer is not None else [])]
     latencies: dict[str, list[float]] = {}
+    dropped: dict[str, list[float]] = {}
     missing: dict[str, int] = {}
     exits: list[float] = []
     for kind in kinds:
-        killed = await _kill_holders(bench, kind, exits)
-        await asyncio.sleep(0.3)  # the engines see a disconnect within milliseconds; the peer's at its next yield
-        seen = await _recorded(bench, kind)
-        latencies[kind] = [(seen[r] - at) * 1000 for r, at in killed.items() if r in seen]
-        missing[kind] = sum(1 for r in killed if r not in seen)
-    if not latencies["project"] or not latencies["bare"]:
+        for found, how in ((latencies, exits), (dropped, None)):
+            ended = await _kill_holders(bench, kind, how)
+            await asyncio.sleep(0.3)  # the engines see a disconnect within milliseconds; the peer's at its next yield
+            seen = await _recorded(bench, kind)
+            found[kind] = [(seen[r] - at) * 1000 for r, at in ended.items() if r in seen]
+            missing[kind] = missing.get(kind, 0) + sum(1 for r in ended if r not in seen)
+    if not all(found["project"] and found["bare"] for found in (latencies, dropped)):
         raise RuntimeError(f"no engine recorded a disconnect (not recorded: {missing})")
+    target = Target("value", "<", 2.0, "< 2 ms")
+    drops = [replace(m, name=f"connection dropped: {m.name}") for m in latency_metrics(dropped, target)]
     return Figure(
         "disconnect",
-        "client SIGKILLed mid-stream to engine noticing",
-        metrics=latency_metrics(latencies, Target("value", "<", 2.0, "< 2 ms")),
+        "client SIGKILLed mid-stream (or dropping its connections) to engine noticing",
+        metrics=[*latency_metrics(latencies, target), *drops],
         details={
             **peer_details(bench),
             "clients_killed": bench.sizes.disconnect_rounds,
@@ -98,6 +109,7 @@ async def disconnect(bench: Bench) -> Figure:
             "probe_pace_ms": PROBE_PACE * 1000,
             "not_recorded": missing,
             "max_ms": {k: max(v) for k, v in latencies.items() if v},
+            "connection_dropped_max_ms": {k: max(v) for k, v in dropped.items() if v},
             # From the SIGKILL to the client process reaped: the kernel's teardown, which every server waits for
             # alike (the connection closes during it) and which the latencies above include.
             "client_kill_to_reaped_p50_ms": percentile(exits, 50),

@@ -3,7 +3,8 @@
 ``python -m benchmarks.holder KIND ADDRESS STREAMS PREFIX PACE`` opens ``STREAMS`` cancel probes (request ids
 ``PREFIX-0``...) paced at ``PACE`` seconds on the ``KIND`` ("bare" or "project") server at ``ADDRESS``, keeps
 reading them, prints ``held`` once each has delivered an item, and reads on until it is killed. The harness
-SIGKILLs it and asks the server when each probe's engine saw its end.
+SIGKILLs it and asks the server when each probe's engine saw its end. A ``drop`` line on its stdin makes it
+shut down its connections first (:mod:`.drop`) and print ``dropped TIME``.
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ import sys
 
 from .bare_server import run
 from .clients import Call, connect
+from .drop import drop_connections
 
 __all__ = ["main"]
 
@@ -35,7 +37,11 @@ async def hold(kind: str, address: str, streams: int, prefix: str, pace: float) 
         readers.append(asyncio.ensure_future(read(call, firsts[-1])))
     await asyncio.wait_for(asyncio.gather(*firsts), 30)
     print("held", flush=True)
-    await asyncio.gather(*readers)
+    command = await asyncio.get_running_loop().run_in_executor(None, sys.stdin.readline)
+    if command.strip() == "drop":
+        print(f"dropped {drop_connections()!r}", flush=True)
+    await asyncio.gather(*readers, return_exceptions=True)  # the streams break after a drop
+    await asyncio.sleep(HOLD)  # until the SIGKILL
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -187,6 +187,27 @@ async def running_peer(server_cpus: Sequence[int], client_cpus: Sequence[int]) -
             yield Peer(python, version, server, agent, env)
 
 
+async def drop_when_held(command: list[str], env: dict[str, str], cpus: Sequence[int]) -> float:
+    """Start a client process that prints ``held`` once its streams are open, have it shut down its connections
+    (``drop`` on its stdin, :mod:`.drop`), then SIGKILL it; ``time.time()`` in the client just before the drop."""
+    proc = await _spawn(command, env, cpus, asyncio.subprocess.PIPE, asyncio.subprocess.DEVNULL)
+    try:
+        assert proc.stdout is not None and proc.stdin is not None
+        line = await asyncio.wait_for(proc.stdout.readline(), READY_TIMEOUT)
+        if line.strip() != b"held":
+            raise RuntimeError(f"the holding client exited before its streams were open (code {await proc.wait()})")
+        proc.stdin.write(b"drop\n")
+        await proc.stdin.drain()
+        answer = (await asyncio.wait_for(proc.stdout.readline(), READY_TIMEOUT)).split()
+        if len(answer) != 2 or answer[0] != b"dropped":
+            raise RuntimeError(f"the holding client did not drop its connections: {b' '.join(answer)!r}")
+        return float(answer[1])
+    finally:
+        if proc.returncode is None:
+            proc.kill()
+        await asyncio.wait_for(proc.wait(), STOP_TIMEOUT)
+
+
 async def sigkill_when_held(command: list[str], env: dict[str, str], cpus: Sequence[int]) -> tuple[float, float]:
     """Start a client process that prints ``held`` once its streams are open, SIGKILL it; ``time.time()`` at the
     kill, and once the process was reaped (the kernel has closed its sockets by then)."""

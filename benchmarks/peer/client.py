@@ -26,6 +26,7 @@ import uuid
 import uvloop
 from dynamo.runtime import Context, DistributedRuntime
 
+from benchmarks.drop import drop_connections
 from benchmarks.report import percentile
 
 NAMESPACE = "bench.peer"
@@ -183,7 +184,11 @@ async def hold(peer, streams, prefix, pace):
         tasks.append(asyncio.ensure_future(read(await peer.start("probe", request), first[-1])))
     await asyncio.wait_for(asyncio.gather(*first), SLACK)
     print("held", flush=True)
-    await asyncio.gather(*tasks)
+    command = await asyncio.get_running_loop().run_in_executor(None, sys.stdin.readline)
+    if command.strip() == "drop":  # shut its connections down first (benchmarks/drop.py), then the SIGKILL
+        print(f"dropped {drop_connections()!r}", flush=True)
+    await asyncio.gather(*tasks, return_exceptions=True)
+    await asyncio.sleep(3600)
 
 
 async def main(argv):
