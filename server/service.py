@@ -255,6 +255,10 @@ class EngineService:
             cause = Cause.DEADLINE if remaining is not None and remaining < DEADLINE_SLACK else Cause.CLIENT_CANCEL
             generation.kill(cause)  # a queued generation leaves the queue here, at once
             generation.end(Ending(How.KILLED, cause))
+            if stream is not None:
+                # One loop turn for the engine's task, woken by the kill, to reach its `finally` before this call's
+                # bookkeeping below: when a connection drops, its calls' kills all land before their bookkeeping.
+                await asyncio.sleep(0)
             raise
         finally:
             if not generation.context.is_done():
