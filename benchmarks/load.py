@@ -63,15 +63,13 @@ async def concurrent(bench: Bench) -> Figure:
 def _concurrent_metrics(n: int, result: dict[str, dict[str, Any]]) -> list[Metric]:
     """Figure (d)'s metrics, each with SPEC section 7's target."""
     bare, project, peer = result["bare"], result["project"], result.get("peer", {})
+
+    def measured(name: str, unit: str, key: str, target: Target) -> Metric:
+        """The metric whose three values are each run's ``key``."""
+        return Metric(name, unit, project[key], bare[key], target, peer=peer.get(key))
+
     return [
-        Metric(
-            "completed",
-            "streams",
-            project["completed"],
-            bare["completed"],
-            Target("value", "==", n, f"all {n}"),
-            peer=peer.get("completed"),
-        ),
+        measured("completed", "streams", "completed", Target("value", "==", n, f"all {n}")),
         Metric(
             "errors",
             "streams",
@@ -80,30 +78,9 @@ def _concurrent_metrics(n: int, result: dict[str, dict[str, Any]]) -> list[Metri
             Target("value", "==", 0, "none"),
             peer=sum(peer["errors"].values()) if peer else None,
         ),
-        Metric(
-            "p99 gap",
-            "ms",
-            project["p99_gap_ms"],
-            bare["p99_gap_ms"],
-            Target("value", "<", 2 * PACE * 1000, f"< {2 * PACE * 1000:.0f} ms"),
-            peer=peer.get("p99_gap_ms"),
-        ),
-        Metric(
-            "server CPU per item",
-            "us",
-            project["server_cpu_us_per_item"],
-            bare["server_cpu_us_per_item"],
-            Target("ratio", "<=", 1.1, "<= 1.1x"),
-            peer=peer.get("server_cpu_us_per_item"),
-        ),
-        Metric(
-            "all streams open",
-            "s",
-            project["all_open_s"],
-            bare["all_open_s"],
-            Target("ratio", "<=", 1.2, "<= 1.2x"),
-            peer=peer.get("all_open_s"),
-        ),
+        measured("p99 gap", "ms", "p99_gap_ms", Target("value", "<", 2 * PACE * 1000, f"< {2 * PACE * 1000:.0f} ms")),
+        measured("server CPU per item", "us", "server_cpu_us_per_item", Target("ratio", "<=", 1.1, "<= 1.1x")),
+        measured("all streams open", "s", "all_open_s", Target("ratio", "<=", 1.2, "<= 1.2x")),
     ]
 
 
