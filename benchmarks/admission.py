@@ -16,15 +16,13 @@ from collections import Counter
 from typing import Any, cast
 
 import grpc
-from google.protobuf.any_pb2 import Any as AnyMessage
 from google.protobuf.empty_pb2 import Empty
-from google.protobuf.message import Message
 from google.protobuf.struct_pb2 import Struct
 
-from engine_runtime.generated.engine.v1 import engine_pb2, engine_pb2_grpc
+from engine_runtime.generated.engine.v1 import engine_pb2_grpc
 from engine_runtime.generated.examples.v1.examples_pb2 import CountRequest
 
-from .clients import channel
+from .clients import channel, generate_request
 from .harness import Bench
 from .procs import running
 from .queue_server import MAX_CONCURRENCY
@@ -38,12 +36,6 @@ BURST_PACE = 0.002  # seconds between a burst call's items: each call holds its 
 SLACK = 60.0
 
 
-def _request(engine: str, message: Message, request_id: str = "") -> engine_pb2.GenerateRequest:
-    packed = AnyMessage()
-    packed.Pack(message)
-    return engine_pb2.GenerateRequest(engine=engine, request=packed, request_id=request_id)
-
-
 async def _burst(stub: engine_pb2_grpc.EngineServiceAsyncStub, calls: int) -> dict[str, Any]:
     """``calls`` calls at once; how each ended, and each call's time to its first item (its wait included)."""
     ends: Counter[str] = Counter()
@@ -51,7 +43,9 @@ async def _burst(stub: engine_pb2_grpc.EngineServiceAsyncStub, calls: int) -> di
 
     async def one() -> None:
         started = time.perf_counter()
-        call = stub.Generate(_request("burst", CountRequest(count=BURST_ITEMS, delay_s=BURST_PACE)), timeout=SLACK)
+        call = stub.Generate(
+            generate_request("burst", CountRequest(count=BURST_ITEMS, delay_s=BURST_PACE)), timeout=SLACK
+        )
         items, last = 0, None
         try:
             async for message in call:
@@ -74,7 +68,7 @@ async def _burst(stub: engine_pb2_grpc.EngineServiceAsyncStub, calls: int) -> di
 async def _cancels(stub: engine_pb2_grpc.EngineServiceAsyncStub, probes: int) -> tuple[list[float], int]:
     """Hold every slot, then queue and cancel ``probes`` calls one by one; cancel-to-removal in ms, and misses."""
     holders = [
-        stub.Generate(_request("burst", CountRequest(count=1_000_000, delay_s=0.05)), timeout=SLACK)
+        stub.Generate(generate_request("burst", CountRequest(count=1_000_000, delay_s=0.05)), timeout=SLACK)
         for _ in range(MAX_CONCURRENCY)
     ]
     for holder in holders:
@@ -82,7 +76,7 @@ async def _cancels(stub: engine_pb2_grpc.EngineServiceAsyncStub, probes: int) ->
     cancelled_at: dict[str, float] = {}
     for i in range(probes):
         request_id = f"queued-{i}-{uuid.uuid4().hex[:8]}"
-        call = stub.Generate(_request("burst", CountRequest(count=1), request_id), timeout=SLACK)
+        call = stub.Generate(generate_request("burst", CountRequest(count=1), request_id), timeout=SLACK)
         await call.initial_metadata()  # sent at once: it waits in the queue now
         cancelled_at[request_id] = time.time()
         call.cancel()
@@ -91,7 +85,7 @@ async def _cancels(stub: engine_pb2_grpc.EngineServiceAsyncStub, probes: int) ->
     for holder in holders:
         holder.cancel()
     removed: dict[str, float] = {}
-    async for message in stub.Generate(_request("queue_exits", Empty()), timeout=10):
+    async for message in stub.Generate(generate_request("queue_exits", Empty()), timeout=10):
         for item in message.items:
             result = Struct()
             item.Unpack(result)

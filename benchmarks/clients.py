@@ -23,7 +23,7 @@ from engine_runtime.generated.examples.v1.examples_pb2 import CountRequest, Coun
 
 from . import bare_server
 
-__all__ = ["BareClient", "Call", "Client", "ProjectClient", "connect"]
+__all__ = ["BareClient", "Call", "Client", "ProjectClient", "connect", "generate_request"]
 
 Call = grpc.aio.UnaryStreamCall[Any, Any]
 RawStream = grpc.aio.UnaryStreamMultiCallable[bytes, bytes]
@@ -138,7 +138,7 @@ class ProjectClient(Client):
         self._generate: Generate = engine_pb2_grpc.EngineServiceStub(self.channel).Generate
 
     def _start(self, engine: str, request: Message, timeout: float, request_id: str = "") -> Call:
-        message = engine_pb2.GenerateRequest(engine=engine, request=_packed(request), request_id=request_id)
+        message = generate_request(engine, request, request_id)
         return self._generate(message, timeout=timeout)
 
     def count(self, count: int, size: int = 16, delay_s: float = 0.0, *, timeout: float, variant: str = "") -> Call:
@@ -160,9 +160,7 @@ class ProjectClient(Client):
 
     async def kill_times(self) -> dict[str, float]:
         times: dict[str, float] = {}
-        async for message in self._generate(
-            engine_pb2.GenerateRequest(engine="kill_times", request=_packed(Empty())), timeout=10
-        ):
+        async for message in self._generate(generate_request("kill_times", Empty()), timeout=10):
             for item in message.items:
                 result = Struct()
                 item.Unpack(result)
@@ -178,10 +176,11 @@ class ProjectClient(Client):
         return bool(message.finish_reason == engine_pb2.FINISH_REASON_COMPLETED)
 
 
-def _packed(message: Message) -> AnyMessage:
+def generate_request(engine: str, message: Message, request_id: str = "") -> engine_pb2.GenerateRequest:
+    """A ``GenerateRequest`` for ``engine`` carrying ``message`` (packed in its ``Any``)."""
     packed = AnyMessage()
     packed.Pack(message)
-    return packed
+    return engine_pb2.GenerateRequest(engine=engine, request=packed, request_id=request_id)
 
 
 def connect(kind: str, address: str, private: bool = False) -> Client:

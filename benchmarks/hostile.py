@@ -26,14 +26,12 @@ from collections import Counter
 from typing import TYPE_CHECKING, Any
 
 import grpc
-from google.protobuf.any_pb2 import Any as AnyMessage
-from google.protobuf.message import Message
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
-from engine_runtime.generated.engine.v1 import engine_pb2, engine_pb2_grpc
+from engine_runtime.generated.engine.v1 import engine_pb2_grpc
 from engine_runtime.generated.examples.v1.examples_pb2 import CountRequest, CountResponse, EchoRequest
 
-from .clients import channel
+from .clients import channel, generate_request
 from .harness import PROJECT_TARGETS, Bench
 from .procs import project_command, running
 from .report import Figure, Metric, Target, percentile
@@ -60,15 +58,9 @@ PER_ROUND = {
 SERVER_EXTRA = ["--kill-timeout", "0.2", "--max-message-bytes", str(1024 * 1024)]
 
 
-def _request(engine: str, message: Message) -> engine_pb2.GenerateRequest:
-    packed = AnyMessage()
-    packed.Pack(message)
-    return engine_pb2.GenerateRequest(engine=engine, request=packed)
-
-
 async def never_reads(stub: Stub, engine: str = "count") -> None:
     """A stream of 200 KB items held open for a second and never read: flow control stops the engine."""
-    call = stub.Generate(_request(engine, CountRequest(count=1000, size=200_000)), timeout=2)
+    call = stub.Generate(generate_request(engine, CountRequest(count=1000, size=200_000)), timeout=2)
     await asyncio.sleep(1)
     call.cancel()
 
@@ -112,7 +104,9 @@ async def half_a_message(address: str) -> None:
 
 async def cancel_storm(stub: Stub, rng: random.Random, engine: str, calls: int = 30) -> None:
     """``calls`` endless streams of ``engine`` (1 ms apart), each cancelled at once or after its first message."""
-    started = [stub.Generate(_request(engine, CountRequest(count=1_000_000, delay_s=0.001))) for _ in range(calls)]
+    started = [
+        stub.Generate(generate_request(engine, CountRequest(count=1_000_000, delay_s=0.001))) for _ in range(calls)
+    ]
     for call in started:
         if rng.random() < 0.5:
             with contextlib.suppress(grpc.aio.AioRpcError):
@@ -125,7 +119,8 @@ async def stream_flood(address: str, streams: int) -> None:
     async with channel(address, private=True) as ch:
         stub: Stub = engine_pb2_grpc.EngineServiceStub(ch)
         calls = [
-            stub.Generate(_request("count", CountRequest(count=100, delay_s=0.05)), timeout=5) for _ in range(streams)
+            stub.Generate(generate_request("count", CountRequest(count=100, delay_s=0.05)), timeout=5)
+            for _ in range(streams)
         ]
         await asyncio.sleep(1)
         for call in calls:
@@ -143,7 +138,7 @@ async def _bad_engine(stub: Stub, rng: random.Random) -> str:
         ]
     )
     try:
-        async for _ in stub.Generate(_request(engine, message), timeout=BAD_DEADLINE):
+        async for _ in stub.Generate(generate_request(engine, message), timeout=BAD_DEADLINE):
             pass
     except grpc.aio.AioRpcError as error:
         return str(error.code().name)
@@ -157,7 +152,7 @@ async def _good(stub: Stub, gaps: list[float], firsts: list[float]) -> bool:
     reply = None
     try:
         async for reply in stub.Generate(
-            _request("count", CountRequest(count=GOOD_ITEMS, delay_s=GOOD_PACE)), timeout=60
+            generate_request("count", CountRequest(count=GOOD_ITEMS, delay_s=GOOD_PACE)), timeout=60
         ):
             now = time.perf_counter()
             if reply.items:
